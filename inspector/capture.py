@@ -1,0 +1,397 @@
+"""One instrumented forward pass: pre-softmax QKᵀ statistics with the model's SDPA path kept.
+
+How it works (and why it is thread-safe on one shared model):
+- `install(model)` switches the model, once, to the attention function registered here under
+  `ATTENTION_NAME`. That function calls transformers' own `sdpa_attention_forward` unchanged
+  and, only when a collector is active *in the calling context*, also reduces `query @ keyᵀ`
+  to per-head statistics. Outside a `capture(...)` block it is exactly SDPA.
+- The active collector lives in a `contextvars.ContextVar`, so two threads (two browser
+  sessions) running the same model each see only their own collector. No hook is attached to
+  the model per call; nothing is left behind when the block exits, also on an exception.
+- Statistics are reduced inside the attention call in chunks of the batch, so no L×L tensor
+  per layer is kept unless a layer's probabilities or logits are explicitly asked for.
+"""
+from __future__ import annotations
+
+import contextvars
+import math
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+
+ATTENTION_NAME = "inspector_sdpa"
+
+_active_collector: contextvars.ContextVar["_Collector | None"] = contextvars.ContextVar(
+    "inspector_active_collector", default=None)
+_install_lock = threading.Lock()
+_registered = False
+
+
+# --------------------------------------------------------------------------- registration
+
+
+def _inspector_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
+                         is_causal=None, **kwargs):
+    """transformers' SDPA attention, plus statistics of QKᵀ when a collector is active."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    collector = _active_collector.get()
+    if collector is not None:
+        collector.observe(module, query, key, attention_mask, scaling, is_causal)
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                  scaling=scaling, is_causal=is_causal, **kwargs)
+
+
+def register() -> None:
+    """Register the attention function and its mask function with transformers, once per process."""
+    global _registered
+    if _registered:
+        return
+    with _install_lock:
+        if _registered:
+            return
+        from transformers import AttentionInterface
+        from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+        AttentionInterface.register(ATTENTION_NAME, _inspector_attention)
+        # Without a mask function transformers passes attention_mask=None and padding is ignored.
+        AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)
+        _registered = True
+
+
+def install(model: torch.nn.Module) -> None:
+    """Make `model` use inspector's attention function (idempotent; done once at load time)."""
+    register()
+    if getattr(model.config, "_attn_implementation", None) == ATTENTION_NAME:
+        return
+    with _install_lock:
+        if model.config._attn_implementation != ATTENTION_NAME:
+            model.set_attn_implementation(ATTENTION_NAME)
+
+
+register()
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass
+class AttentionLogitStats:
+    """Per layer × head statistics of the pre-softmax attention logits QKᵀ.
+
+    All arrays have shape (n_layers, n_heads) and describe the *unscaled* logits q·k over the
+    (query, key) pairs the model actually attends to (causal mask and padding respected).
+    Scaled figures (what the softmax sees) are the unscaled ones times `scaling` of the layer.
+    """
+
+    d_head: int
+    scaling: np.ndarray  # (L,) scale the model applies, 1/sqrt(d_head) for GPT-2 and BERT
+    count: np.ndarray  # number of attended (query, key) pairs
+    mean: np.ndarray
+    std: np.ndarray  # population standard deviation of q·k
+    min: np.ndarray
+    max: np.ndarray
+    entropy: np.ndarray  # mean over query rows of the softmax entropy, nats
+    entropy_fraction: np.ndarray  # mean over rows with >= 2 keys of entropy / log(n_keys)
+    max_prob: np.ndarray  # mean over query rows of the largest attention probability
+
+    @property
+    def var(self) -> np.ndarray:
+        return self.std ** 2
+
+    @property
+    def sqrt_d_head(self) -> float:
+        return math.sqrt(self.d_head)
+
+    @property
+    def std_scaled(self) -> np.ndarray:
+        return self.std * self.scaling[:, None]
+
+    @property
+    def mean_scaled(self) -> np.ndarray:
+        return self.mean * self.scaling[:, None]
+
+    @property
+    def max_scaled(self) -> np.ndarray:
+        return self.max * self.scaling[:, None]
+
+    @property
+    def ratio_to_sqrt_d(self) -> np.ndarray:
+        """σ(QKᵀ)/√d_head: 1 when q and k entries have unit variance (seed 003)."""
+        return self.std / self.sqrt_d_head
+
+
+@dataclass
+class KeptAttention:
+    """Full attention tensors of one layer, kept only on request. Shapes (B, H, Tq, Tk)."""
+
+    layer: int
+    scores: np.ndarray | None  # unscaled q·k, float32
+    probs: np.ndarray | None  # softmax(scaled scores) over valid keys
+    valid: np.ndarray  # bool, which (query, key) pairs are attended
+    scaling: float
+
+
+@dataclass
+class CaptureOptions:
+    attention_stats: bool = True
+    keep_probs_layers: tuple[int, ...] = ()
+    keep_scores_layers: tuple[int, ...] = ()
+    hidden_states: bool = False
+    embeddings: bool = False
+    logits: bool = True
+
+
+@dataclass
+class CaptureResult:
+    """What one instrumented forward pass saw. Tensors are detached copies on the CPU."""
+
+    input_ids: np.ndarray  # (B, T)
+    attention_mask: np.ndarray  # (B, T), 1 = real token
+    attention: AttentionLogitStats | None
+    kept: dict[int, KeptAttention] = field(default_factory=dict)
+    logits: torch.Tensor | None = None  # (B, T, V) float32 (MLM/causal logits; NSP not included)
+    nsp_logits: torch.Tensor | None = None  # (B, 2) when the model has an NSP head
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # n_layers + 1 of (B, T, D)
+    embeddings: dict[str, torch.Tensor] | None = None  # token / position / segment, (B, T, D)
+
+
+# --------------------------------------------------------------------------- collector
+
+
+def _chunk_elements(device: torch.device) -> int:
+    return (1 << 26) if device.type == "cuda" else (1 << 23)
+
+
+class _Accumulator:
+    """Per-head running moments merged chunk by chunk (Chan et al.), in float64."""
+
+    def __init__(self, n_heads: int):
+        z = lambda: torch.zeros(n_heads, dtype=torch.float64)  # noqa: E731
+        self.n, self.mean, self.m2 = z(), z(), z()
+        self.min = torch.full((n_heads,), math.inf, dtype=torch.float64)
+        self.max = torch.full((n_heads,), -math.inf, dtype=torch.float64)
+        self.ent_sum, self.rows = z(), z()
+        self.frac_sum, self.frac_rows = z(), z()
+        self.maxp_sum = z()
+
+    def add_moments(self, n, mean, m2, lo, hi):
+        tot = self.n + n
+        safe = torch.where(tot > 0, tot, torch.ones_like(tot))
+        delta = mean - self.mean
+        self.mean = torch.where(tot > 0, self.mean + delta * n / safe, self.mean)
+        self.m2 = self.m2 + m2 + delta ** 2 * self.n * n / safe
+        self.n = tot
+        self.min = torch.minimum(self.min, lo)
+        self.max = torch.maximum(self.max, hi)
+
+
+class _Collector:
+    """Receives (module, query, key, mask) from every attention call of one forward pass."""
+
+    def __init__(self, n_layers: int, n_heads: int, options: CaptureOptions, token_mask: torch.Tensor | None):
+        self.options = options
+        self.n_layers = n_layers
+        self.n_heads = n_heads
+        self.token_mask = token_mask  # (B, T) bool, True = real token
+        self.acc: dict[int, _Accumulator] = {}
+        self.scaling: dict[int, float] = {}
+        self.d_head: int | None = None
+        self.kept: dict[int, KeptAttention] = {}
+        self._calls = 0
+
+    @torch.no_grad()
+    def observe(self, module, query, key, attention_mask, scaling, is_causal) -> None:
+        layer = getattr(module, "layer_idx", None)
+        if layer is None:
+            layer = self._calls
+        self._calls += 1
+        B, H, Tq, d = query.shape
+        if key.shape[1] != H:  # grouped-query attention: key heads shared by several query heads
+            key = key.repeat_interleave(H // key.shape[1], dim=1)
+        Tk = key.shape[2]
+        scale = float(scaling) if scaling is not None else 1.0 / math.sqrt(d)
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        self.d_head = d
+        self.scaling[layer] = scale
+        acc = self.acc.setdefault(layer, _Accumulator(H))
+        keep_probs = layer in self.options.keep_probs_layers
+        keep_scores = layer in self.options.keep_scores_layers
+        kept_scores, kept_probs, kept_valid = [], [], []
+
+        per_item = H * Tq * Tk
+        step = max(1, _chunk_elements(query.device) // max(per_item, 1))
+        for b0 in range(0, B, step):
+            b1 = min(B, b0 + step)
+            valid = self._valid_mask(attention_mask, causal, b0, b1, Tq, Tk, query.device)  # (b,1|H,Tq,Tk)
+            q = query[b0:b1].float()
+            k = key[b0:b1].float()
+            scores = q @ k.transpose(-1, -2)  # (b, H, Tq, Tk) unscaled q·k
+            validf = valid.to(scores.dtype)
+            n = validf.sum(dim=(0, 2, 3)).expand(H) if valid.shape[1] == 1 else validf.sum(dim=(0, 2, 3))
+            s = (scores * validf).sum(dim=(0, 2, 3))
+            n64 = n.double().cpu()
+            mean = (s.double().cpu() / n64.clamp(min=1))
+            centred = (scores - mean.to(scores.device, scores.dtype)[None, :, None, None]) * validf
+            m2 = (centred * centred).sum(dim=(0, 2, 3)).double().cpu()
+            del centred
+            lo = scores.masked_fill(~valid, math.inf).amin(dim=(0, 2, 3)).double().cpu()
+            hi = scores.masked_fill(~valid, -math.inf).amax(dim=(0, 2, 3)).double().cpu()
+            acc.add_moments(n64, mean, m2, lo, hi)
+
+            logits = (scores * scale).masked_fill_(~valid, -math.inf)
+            row_valid = valid.any(dim=-1).expand(-1, H, -1)  # (b, H, Tq)
+            probs = torch.softmax(logits, dim=-1).nan_to_num_(0.0)  # fully masked rows -> 0
+            del logits
+            ent = torch.special.entr(probs).sum(dim=-1)  # (b, H, Tq)
+            maxp = probs.amax(dim=-1)
+            n_keys = valid.sum(dim=-1).expand(-1, H, -1).to(torch.float32)
+            rowf = row_valid.to(torch.float32)
+            acc.ent_sum += (ent * rowf).sum(dim=(0, 2)).double().cpu()
+            acc.maxp_sum += (maxp * rowf).sum(dim=(0, 2)).double().cpu()
+            acc.rows += rowf.sum(dim=(0, 2)).double().cpu()
+            multi = (n_keys >= 2).to(torch.float32)
+            frac = ent / torch.log(n_keys.clamp(min=2))
+            acc.frac_sum += (frac * multi).sum(dim=(0, 2)).double().cpu()
+            acc.frac_rows += multi.sum(dim=(0, 2)).double().cpu()
+            if keep_scores:
+                kept_scores.append(scores.cpu())
+            if keep_probs:
+                kept_probs.append(probs.cpu())
+            if keep_scores or keep_probs:
+                kept_valid.append(valid.expand(-1, H, -1, -1).cpu())
+            del scores, probs, validf
+
+        if keep_scores or keep_probs:
+            self.kept[layer] = KeptAttention(
+                layer=layer,
+                scores=torch.cat(kept_scores).numpy() if keep_scores else None,
+                probs=torch.cat(kept_probs).numpy() if keep_probs else None,
+                valid=torch.cat(kept_valid).numpy(),
+                scaling=scale,
+            )
+
+    def _valid_mask(self, attention_mask, causal, b0, b1, Tq, Tk, device) -> torch.Tensor:
+        """Boolean (b, 1|H, Tq, Tk): True where the model attends."""
+        if attention_mask is None:
+            valid = torch.ones(1, 1, Tq, Tk, dtype=torch.bool, device=device)
+            if causal and Tq > 1:
+                valid = torch.tril(valid, diagonal=Tk - Tq)
+            valid = valid.expand(b1 - b0, -1, -1, -1)
+        else:
+            m = attention_mask[b0:b1] if attention_mask.shape[0] > 1 else attention_mask
+            valid = m if m.dtype == torch.bool else (m == 0)
+            if valid.dim() == 2:
+                valid = valid[:, None, None, :]
+            valid = valid.expand(b1 - b0, -1, Tq, Tk)
+        if self.token_mask is not None and self.token_mask.shape[1] == Tq == Tk:
+            tm = self.token_mask[b0:b1].to(device)
+            valid = valid & tm[:, None, :, None] & tm[:, None, None, :]
+        return valid
+
+    def attention_stats(self) -> AttentionLogitStats | None:
+        if not self.acc:
+            return None
+        layers = sorted(self.acc)
+        stack = lambda f: np.stack([f(self.acc[i]).numpy() for i in layers])  # noqa: E731
+        count = stack(lambda a: a.n)
+        rows = stack(lambda a: a.rows)
+        frac_rows = stack(lambda a: a.frac_rows)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return AttentionLogitStats(
+                d_head=int(self.d_head),
+                scaling=np.array([self.scaling[i] for i in layers]),
+                count=count.astype(np.int64),
+                mean=stack(lambda a: a.mean),
+                std=np.sqrt(stack(lambda a: a.m2) / np.maximum(count, 1)),
+                min=stack(lambda a: a.min),
+                max=stack(lambda a: a.max),
+                entropy=stack(lambda a: a.ent_sum) / np.maximum(rows, 1),
+                entropy_fraction=np.where(frac_rows > 0, stack(lambda a: a.frac_sum) / np.maximum(frac_rows, 1),
+                                          np.nan),
+                max_prob=stack(lambda a: a.maxp_sum) / np.maximum(rows, 1),
+            )
+
+
+# --------------------------------------------------------------------------- public API
+
+
+@contextmanager
+def capture(lm, options: CaptureOptions | None = None,
+            attention_mask: torch.Tensor | None = None) -> Iterator[_Collector]:
+    """Collect attention statistics from every forward pass of `lm.model` run inside the block.
+
+    The collector is visible only to the current thread/context; it is removed on exit, also
+    when the forward raises.
+    """
+    options = options or CaptureOptions()
+    install(lm.model)
+    token_mask = attention_mask.bool() if attention_mask is not None else None
+    collector = _Collector(lm.n_layers, lm.n_heads, options, token_mask)
+    token = _active_collector.set(collector if options.attention_stats or options.keep_probs_layers
+                                  or options.keep_scores_layers else None)
+    try:
+        yield collector
+    finally:
+        _active_collector.reset(token)
+
+
+def is_capturing() -> bool:
+    return _active_collector.get() is not None
+
+
+def run(lm, batch: dict[str, torch.Tensor], options: CaptureOptions | None = None) -> CaptureResult:
+    """One instrumented forward pass of `lm` on `batch` (input_ids, attention_mask, token_type_ids)."""
+    options = options or CaptureOptions()
+    model = lm.model
+    batch = {k: v.to(lm.device) for k, v in batch.items() if v is not None}
+    attention_mask = batch.get("attention_mask")
+    if attention_mask is None:
+        attention_mask = torch.ones_like(batch["input_ids"])
+        batch["attention_mask"] = attention_mask
+    forward_kwargs = dict(batch)
+    if lm.family == "gpt2":
+        forward_kwargs["use_cache"] = False
+    if options.hidden_states:
+        forward_kwargs["output_hidden_states"] = True
+    with torch.no_grad(), capture(lm, options, attention_mask) as collector:
+        out = model(**forward_kwargs)
+        embeddings = _embedding_outputs(lm, batch) if options.embeddings else None
+
+    logits = getattr(out, "logits", None)
+    if logits is None:
+        logits = getattr(out, "prediction_logits", None)
+    result = CaptureResult(
+        input_ids=batch["input_ids"].cpu().numpy(),
+        attention_mask=attention_mask.cpu().numpy(),
+        attention=collector.attention_stats() if options.attention_stats else None,
+        kept=collector.kept,
+        logits=logits.float().cpu() if (options.logits and logits is not None) else None,
+        nsp_logits=out.seq_relationship_logits.float().cpu() if getattr(out, "seq_relationship_logits", None)
+        is not None else None,
+        hidden_states=tuple(h.float().cpu() for h in out.hidden_states) if options.hidden_states else None,
+        embeddings=embeddings,
+    )
+    return result
+
+
+def _embedding_outputs(lm, batch) -> dict[str, torch.Tensor]:
+    """Token, position and segment embeddings computed from the model's own embedding modules."""
+    ids = batch["input_ids"]
+    T = ids.shape[1]
+    position_ids = torch.arange(T, device=ids.device)[None].expand_as(ids)
+    base = lm.model.base_model
+    if lm.family == "gpt2":
+        return {"token": base.wte(ids).float().cpu(), "position": base.wpe(position_ids).float().cpu()}
+    emb = base.embeddings
+    out = {"token": emb.word_embeddings(ids).float().cpu(),
+           "position": emb.position_embeddings(position_ids).float().cpu()}
+    tti = batch.get("token_type_ids")
+    if tti is None:
+        tti = torch.zeros_like(ids)
+    out["segment"] = emb.token_type_embeddings(tti).float().cpu()
+    return out

@@ -1,0 +1,431 @@
+"""Load a checkpoint (hub id, id@revision, local folder, bundled name) into a `LoadedModel`.
+
+The same code path serves every spec: the spec is resolved to something `from_pretrained`
+accepts, the config is checked (architecture supported, no remote code, safe weights), and
+the model is loaded with inspector's attention function so that `inspector.capture` can see
+QKᵀ while the model keeps its fast SDPA path.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+
+from . import capture
+from .errors import (
+    CorruptCheckpointError,
+    HubUnreachableError,
+    InputError,
+    ModelNotFoundError,
+    OutOfMemoryError,
+    RemoteCodeError,
+    UnsafeWeightsError,
+    UnsupportedArchitectureError,
+)
+
+BUNDLED_PREFIX = "bundled:"
+SUPPORTED_MODEL_TYPES = ("gpt2", "bert")
+
+
+class ModelKind(str, Enum):
+    CAUSAL_LM = "causal-lm"
+    MASKED_LM = "masked-lm"
+    PRETRAINING = "pretraining"  # masked LM + next-sentence-prediction heads
+    ENCODER = "encoder"  # no language-model head at all
+
+    @property
+    def label(self) -> str:
+        return {
+            "causal-lm": "causal language model",
+            "masked-lm": "masked language model",
+            "pretraining": "pre-training model (masked LM + next-sentence head)",
+            "encoder": "encoder only (no language-model head)",
+        }[self.value]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where the weights came from: enough to reproduce the numbers."""
+
+    spec: str
+    source: str  # "bundled" | "local" | "hub"
+    resolved_path: str
+    revision: str | None = None
+    commit_hash: str | None = None  # hub commit, or sha256 of the weights file for local/bundled
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+@dataclass(eq=False)
+class LoadedModel:
+    """A model, its tokenizer and the facts every analysis needs. Shared read-only by all sessions."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    kind: ModelKind
+    family: str  # config.model_type: "gpt2" | "bert"
+    architecture: str  # class name, e.g. GPT2LMHeadModel
+    device: torch.device
+    dtype: torch.dtype
+    n_layers: int
+    n_heads: int
+    d_model: int
+    d_head: int
+    vocab_size: int
+    max_positions: int
+    provenance: Provenance
+    # Serialises work that temporarily hooks the shared model (Captum's layer methods).
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def spec(self) -> str:
+        return self.provenance.spec
+
+    @property
+    def is_causal(self) -> bool:
+        return self.kind is ModelKind.CAUSAL_LM
+
+    @property
+    def has_mlm_head(self) -> bool:
+        return self.kind in (ModelKind.MASKED_LM, ModelKind.PRETRAINING)
+
+    @property
+    def has_nsp_head(self) -> bool:
+        return self.kind is ModelKind.PRETRAINING
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def describe(self) -> dict:
+        """Plain facts for the Overview page and reports."""
+        return {
+            "spec": self.spec,
+            "architecture": self.architecture,
+            "family": self.family,
+            "kind": self.kind.value,
+            "kind_label": self.kind.label,
+            "device": str(self.device),
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "n_layers": self.n_layers,
+            "n_heads": self.n_heads,
+            "d_model": self.d_model,
+            "d_head": self.d_head,
+            "vocab_size": self.vocab_size,
+            "max_positions": self.max_positions,
+            "n_parameters": self.n_parameters,
+            "provenance": self.provenance.to_dict(),
+        }
+
+
+# --------------------------------------------------------------------------- spec parsing
+
+
+@dataclass(frozen=True)
+class ParsedSpec:
+    source: str  # "bundled" | "local" | "hub"
+    target: str  # bundled name (with @checkpoint), folder path, or hub id
+    revision: str | None
+
+
+def parse_spec(spec: str) -> ParsedSpec:
+    """Split a user spec into its source, target and revision without touching disk or network."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise InputError("No model given.", "Type a hub id, id@revision, a local folder or pick a bundled model.")
+    spec = spec.strip()
+    if "\x00" in spec or any(ord(c) < 32 for c in spec):
+        raise InputError("The model name contains control characters.", "Retype the model name.")
+    if spec.startswith(BUNDLED_PREFIX):
+        return ParsedSpec("bundled", spec[len(BUNDLED_PREFIX):], None)
+    looks_like_path = spec.startswith(("/", "./", "../", "~")) or os.sep in spec and os.path.exists(
+        os.path.expanduser(spec)
+    )
+    if looks_like_path or os.path.isdir(os.path.expanduser(spec)):
+        return ParsedSpec("local", str(Path(os.path.expanduser(spec))), None)
+    repo_id, _, revision = spec.partition("@")
+    if not repo_id or repo_id.count("/") > 1 or ".." in repo_id:
+        raise ModelNotFoundError(f"'{spec}' is neither a hub id, a local folder nor a bundled model.")
+    return ParsedSpec("hub", repo_id, revision or None)
+
+
+# --------------------------------------------------------------------------- device / dtype
+
+_DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+           "float16": torch.float16, "fp16": torch.float16}
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError("A GPU was asked for but none is available.", "Choose device 'auto' or 'cpu'.")
+    return dev
+
+
+def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype:
+    """fp32 unless asked otherwise: exact numbers first; bf16/fp16 are opt-in (meant for GPUs)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        return torch.float32
+    if dtype not in _DTYPES:
+        raise InputError(f"Unknown dtype '{dtype}'.", f"Choose one of: auto, {', '.join(sorted(_DTYPES))}.")
+    return _DTYPES[dtype]
+
+
+# --------------------------------------------------------------------------- safety checks
+
+
+def _check_local_weights(folder: Path, allow_pickle: bool) -> Path | None:
+    """Refuse folders without safe weights; return the weights file used (for the content hash)."""
+    if not folder.is_dir():
+        raise ModelNotFoundError(f"Folder '{folder}' does not exist.")
+    if not (folder / "config.json").is_file():
+        raise ModelNotFoundError(f"Folder '{folder}' has no config.json: it is not a save_pretrained folder.")
+    safetensors = sorted(folder.glob("*.safetensors"))
+    pickles = sorted(p for pat in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in folder.glob(pat))
+    if safetensors:
+        for f in safetensors:
+            _check_safetensors_header(f)
+        return safetensors[0]
+    if pickles:
+        if not allow_pickle:
+            raise UnsafeWeightsError(f"'{folder}' holds only pickle weights ({pickles[0].name}), no safetensors file.")
+        return pickles[0]
+    raise CorruptCheckpointError(f"'{folder}' has a config.json but no weights file (*.safetensors).",
+                                 "Save the model with model.save_pretrained(folder) so the weights are written too.")
+
+
+def _check_safetensors_header(path: Path) -> None:
+    """Catch truncated files early with a clear message instead of a deep loader error."""
+    import json
+    import struct
+
+    size = path.stat().st_size
+    try:
+        with open(path, "rb") as fh:
+            (header_len,) = struct.unpack("<Q", fh.read(8))
+            if header_len <= 0 or 8 + header_len > size:
+                raise ValueError("header longer than file")
+            header = json.loads(fh.read(header_len))
+    except (struct.error, ValueError, UnicodeDecodeError) as exc:
+        raise CorruptCheckpointError(f"'{path.name}' is not a valid safetensors file ({exc}).") from None
+    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    if 8 + header_len + end > size:
+        raise CorruptCheckpointError(
+            f"'{path.name}' is truncated: {size} bytes on disk, {8 + header_len + end} expected.")
+
+
+def _check_config(config) -> None:
+    if getattr(config, "auto_map", None):
+        raise RemoteCodeError(
+            f"The config of this checkpoint (model_type '{config.model_type}') asks for trust_remote_code: "
+            "it would run Python code shipped with the checkpoint.")
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitectureError(
+            f"Architecture '{config.model_type}' is not supported yet.")
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    """One quick TCP probe instead of transformers' minute of retries when offline."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    host = urlparse(endpoint).hostname or "huggingface.co"
+    port = urlparse(endpoint).port or 443
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _file_sha256(path: Path | None) -> str | None:
+    if path is None or not path.is_file():
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return "sha256:" + h.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- kinds
+
+
+def _auto_class_for(config):
+    """Pick the head the checkpoint was saved with: causal LM, MLM, MLM+NSP, or bare encoder."""
+    from transformers import (AutoModel, AutoModelForCausalLM, AutoModelForMaskedLM,
+                              AutoModelForPreTraining)
+
+    archs = config.architectures or []
+    arch = archs[0] if archs else ""
+    if arch.endswith(("LMHeadModel", "ForCausalLM")):
+        return AutoModelForCausalLM, ModelKind.CAUSAL_LM
+    if arch.endswith("ForPreTraining"):
+        return AutoModelForPreTraining, ModelKind.PRETRAINING
+    if arch.endswith("ForMaskedLM"):
+        return AutoModelForMaskedLM, ModelKind.MASKED_LM
+    if not arch and config.model_type == "gpt2":
+        return AutoModelForCausalLM, ModelKind.CAUSAL_LM
+    return AutoModel, ModelKind.ENCODER
+
+
+def kind_of(model: torch.nn.Module) -> ModelKind:
+    name = type(model).__name__
+    if name.endswith(("LMHeadModel", "ForCausalLM")):
+        return ModelKind.CAUSAL_LM
+    if name.endswith("ForPreTraining"):
+        return ModelKind.PRETRAINING
+    if name.endswith("ForMaskedLM"):
+        return ModelKind.MASKED_LM
+    return ModelKind.ENCODER
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", *,
+         allow_pickle: bool = False, device_map: str | dict | None = None) -> LoadedModel:
+    """Load `spec` for inspection. Raises a typed `InspectorError` on every foreseeable failure."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    parsed = parse_spec(spec)
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    weights_file: Path | None = None
+    revision = parsed.revision
+
+    if parsed.source == "bundled":
+        from . import bundled
+
+        folder = bundled.resolve(parsed.target)
+        weights_file = _check_local_weights(Path(folder), allow_pickle)
+        location, common = str(folder), {"local_files_only": True}
+    elif parsed.source == "local":
+        folder = Path(parsed.target)
+        weights_file = _check_local_weights(folder, allow_pickle)
+        location, common = str(folder), {"local_files_only": True}
+    else:
+        location, common = parsed.target, {"revision": revision}
+
+    def _from_pretrained(fn, **kw):
+        """Cache first; the network once, only if the hub answers a probe."""
+        if parsed.source != "hub":
+            return fn(location, **common, **kw)
+        try:
+            return fn(location, **common, local_files_only=True, **kw)
+        except OSError:
+            pass
+        if not _hub_reachable():
+            raise HubUnreachableError(
+                f"'{parsed.target}' is not in the local Hugging Face cache and the hub cannot be reached.")
+        try:
+            return fn(location, **common, **kw)
+        except OSError as exc:
+            msg = str(exc)
+            if "revision" in msg.lower() and revision:
+                raise ModelNotFoundError(f"Revision '{revision}' of '{parsed.target}' does not exist.") from None
+            if "not a valid model identifier" in msg or "404" in msg or "Repository Not Found" in msg:
+                raise ModelNotFoundError(f"'{parsed.target}' is not a model on the hub.") from None
+            if "connect" in msg.lower():
+                raise HubUnreachableError(f"The hub could not be reached while loading '{parsed.target}'.") from None
+            raise
+
+    try:
+        config = _from_pretrained(AutoConfig.from_pretrained, trust_remote_code=False)
+    except ValueError as exc:  # transformers refuses unknown model_type / remote code itself
+        msg = str(exc)
+        if "trust_remote_code" in msg:
+            raise RemoteCodeError("This checkpoint needs trust_remote_code to load its config.") from None
+        raise UnsupportedArchitectureError(f"Cannot read this model's config: {msg.splitlines()[0]}") from None
+    except (OSError, KeyError) as exc:
+        raise CorruptCheckpointError(f"Cannot read config.json of '{spec}': {str(exc).splitlines()[0]}") from None
+    _check_config(config)
+
+    auto_cls, kind = _auto_class_for(config)
+    load_kwargs = dict(
+        dtype=torch_dtype,
+        attn_implementation=capture.ATTENTION_NAME,
+        trust_remote_code=False,
+        use_safetensors=None if allow_pickle else True,
+    )
+    if device_map is not None:
+        load_kwargs["device_map"] = device_map
+    try:
+        model = _from_pretrained(auto_cls.from_pretrained, **load_kwargs)
+        tokenizer = _from_pretrained(AutoTokenizer.from_pretrained)
+    except torch.OutOfMemoryError:
+        release_memory()
+        raise OutOfMemoryError(f"Not enough device memory to load '{spec}' in {torch_dtype}.") from None
+    except OSError as exc:
+        msg = str(exc)
+        if "safetensors" in msg.lower() and not allow_pickle:
+            raise UnsafeWeightsError(f"'{spec}' has no safetensors weights.") from None
+        raise CorruptCheckpointError(f"Cannot load '{spec}': {msg.splitlines()[0]}") from None
+    except (RuntimeError, ValueError) as exc:
+        raise CorruptCheckpointError(f"Cannot load weights of '{spec}': {str(exc).splitlines()[0][:300]}") from None
+
+    if device_map is None:
+        try:
+            model.to(dev)
+        except torch.OutOfMemoryError:
+            del model
+            release_memory()
+            raise OutOfMemoryError(f"Not enough memory on {dev} for '{spec}' in {torch_dtype}.") from None
+    model.eval()
+    model.requires_grad_(False)
+
+    commit = getattr(config, "_commit_hash", None) if parsed.source == "hub" else _file_sha256(weights_file)
+    provenance = Provenance(spec=spec.strip(), source=parsed.source,
+                            resolved_path=str(getattr(model, "name_or_path", location) or location),
+                            revision=revision, commit_hash=commit)
+    return wrap(model, tokenizer, provenance=provenance, kind=kind)
+
+
+def wrap(model: torch.nn.Module, tokenizer, *, provenance: Provenance | None = None,
+         kind: ModelKind | None = None) -> LoadedModel:
+    """Wrap an already-built model (tests, notebooks) the same way `load` does."""
+    config = model.config
+    if config.model_type not in SUPPORTED_MODEL_TYPES:
+        raise UnsupportedArchitectureError(f"Architecture '{config.model_type}' is not supported yet.")
+    capture.install(model)
+    n_heads = config.num_attention_heads
+    d_model = config.hidden_size
+    param = next(model.parameters())
+    max_pos = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 0
+    return LoadedModel(
+        model=model.eval(),
+        tokenizer=tokenizer,
+        kind=kind or kind_of(model),
+        family=config.model_type,
+        architecture=type(model).__name__,
+        device=param.device,
+        dtype=param.dtype,
+        n_layers=config.num_hidden_layers,
+        n_heads=n_heads,
+        d_model=d_model,
+        d_head=d_model // n_heads,
+        vocab_size=config.vocab_size,
+        max_positions=int(max_pos),
+        provenance=provenance or Provenance(spec=getattr(config, "name_or_path", "") or type(model).__name__,
+                                            source="memory", resolved_path=""),
+    )
+
+
+def release_memory() -> None:
+    """Give cached allocator blocks back after a failure (GPU out-of-memory)."""
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
