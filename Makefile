@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make app    create .venv, install, start the app on the bundled default model (offline)
+#   make test   create .venv, install (incl. test tools and a headless browser), run every test
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch is installed first and pinned here, so pip never swaps in a multi-GB CUDA build.
+# Users with a CUDA machine can run e.g. `make app TORCH_SPEC="torch>=2.4"`.
+TORCH_SPEC ?= torch==2.13.0
+PORT ?= 8501
+
+.PHONY: app test install bench clean
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)"
+	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+app: install
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
+
+test: install
+	-bash scripts/install_browser.sh
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) test-artifacts .pytest_cache
