@@ -25,6 +25,7 @@ from .errors import (
     InputError,
     ModelNotFoundError,
     OutOfMemoryError,
+    PathNotAllowedError,
     RemoteCodeError,
     UnsafeWeightsError,
     UnsupportedArchitectureError,
@@ -154,6 +155,36 @@ def parse_spec(spec: str) -> ParsedSpec:
     if not repo_id or repo_id.count("/") > 1 or ".." in repo_id:
         raise ModelNotFoundError(f"'{spec}' is neither a hub id, a local folder nor a bundled model.")
     return ParsedSpec("hub", repo_id, revision or None)
+
+
+# --------------------------------------------------------------------------- model roots (web UI)
+
+
+def model_roots() -> list[Path]:
+    """Folders the web UI may load local models from: INSPECTOR_MODEL_ROOTS, else bundled + HF cache."""
+    env = os.environ.get("INSPECTOR_MODEL_ROOTS")
+    if env:
+        return [Path(p).expanduser() for p in env.split(os.pathsep) if p.strip()]
+    from huggingface_hub.constants import HF_HUB_CACHE
+
+    from .bundled import BUNDLED_ROOT
+
+    return [Path(BUNDLED_ROOT), Path(HF_HUB_CACHE)]
+
+
+def check_path_allowed(path: str, roots: list[Path] | None = None) -> Path:
+    """Refuse local paths outside the model roots: `..` components and symlinks that leave a root."""
+    raw = Path(os.path.expanduser(path))
+    if ".." in raw.parts:
+        raise PathNotAllowedError(f"'{path}' contains '..'.")
+    roots = model_roots() if roots is None else roots
+    resolved = raw.resolve()
+    for root in roots:
+        root_resolved = Path(root).expanduser().resolve()
+        if resolved == root_resolved or root_resolved in resolved.parents:
+            return resolved
+    names = ", ".join(str(r) for r in roots)
+    raise PathNotAllowedError(f"'{path}' is outside the allowed model folders ({names}).")
 
 
 # --------------------------------------------------------------------------- device / dtype
@@ -295,8 +326,12 @@ def kind_of(model: torch.nn.Module) -> ModelKind:
 
 
 def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtype = "auto", *,
-         allow_pickle: bool = False, device_map: str | dict | None = None) -> LoadedModel:
-    """Load `spec` for inspection. Raises a typed `InspectorError` on every foreseeable failure."""
+         allow_pickle: bool = False, device_map: str | dict | None = None,
+         restrict_to_roots: bool = False, offload_folder: str | None = None) -> LoadedModel:
+    """Load `spec` for inspection. Raises a typed `InspectorError` on every foreseeable failure.
+
+    `restrict_to_roots` (used by the web app) refuses local folders outside `model_roots()`.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     parsed = parse_spec(spec)
@@ -312,7 +347,7 @@ def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
         weights_file = _check_local_weights(Path(folder), allow_pickle)
         location, common = str(folder), {"local_files_only": True}
     elif parsed.source == "local":
-        folder = Path(parsed.target)
+        folder = check_path_allowed(parsed.target) if restrict_to_roots else Path(parsed.target)
         weights_file = _check_local_weights(folder, allow_pickle)
         location, common = str(folder), {"local_files_only": True}
     else:
@@ -361,6 +396,8 @@ def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
     )
     if device_map is not None:
         load_kwargs["device_map"] = device_map
+        if offload_folder is not None:
+            load_kwargs["offload_folder"] = offload_folder
     try:
         model = _from_pretrained(auto_cls.from_pretrained, **load_kwargs)
         tokenizer = _from_pretrained(AutoTokenizer.from_pretrained)
