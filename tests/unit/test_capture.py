@@ -1,0 +1,330 @@
+"""The capture engine against QKᵀ statistics recomputed by hand from each model's own weights.
+
+The reference splits q and k out of the model's own projections applied to the hidden states a
+plain forward returns (GPT-2: c_attn on ln_1(h_l); BERT: query/key Linear on h_l), builds the
+causal/padding mask itself, and reduces in float64 numpy. Nothing of inspector.capture is used
+to compute an expected value.
+"""
+from __future__ import annotations
+
+import math
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import tiny_bert_model, tiny_gpt2_model
+from inspector import capture
+from inspector.inputs import encode_batch
+from inspector.models import wrap
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "Attention compares queries with keys.",
+    "A model reads tokens and predicts the next one, again and again.",
+    "Embeddings.",
+]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def gpt2_pair():
+    """(inspector-wrapped model, separately built plain SDPA model with the same weights)."""
+    model, tok = tiny_gpt2_model(seed=1, init_range=0.3)
+    plain, _ = tiny_gpt2_model(seed=99, init_range=0.3)
+    plain.load_state_dict(model.state_dict())
+    return wrap(model, tok), plain.eval()
+
+
+@pytest.fixture(scope="module")
+def bert_pair():
+    model, tok = tiny_bert_model(seed=1, init_range=0.3, cls_name="BertForMaskedLM")
+    plain, _ = tiny_bert_model(seed=99, init_range=0.3, cls_name="BertForMaskedLM")
+    plain.load_state_dict(model.state_dict())
+    return wrap(model, tok), plain.eval()
+
+
+def _batch(lm, padding: str, texts=TEXTS):
+    if padding == "none":
+        return encode_batch(lm, texts[:1])
+    return encode_batch(lm, texts, padding_side=padding)
+
+
+# --------------------------------------------------------------------------- independent reference
+
+
+def _qk_per_layer(model, family: str, batch) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(q, k) as float64 arrays (B, H, T, d) per layer, from the model's own projection weights."""
+    with torch.no_grad():
+        kwargs = dict(batch, output_hidden_states=True)
+        if family == "gpt2":
+            kwargs["use_cache"] = False
+        hs = model(**kwargs).hidden_states
+        out = []
+        if family == "gpt2":
+            blocks = model.transformer.h
+            H = model.config.n_head
+            for layer, block in enumerate(blocks):
+                x = block.ln_1(hs[layer])
+                D = x.shape[-1]
+                q, k, _ = block.attn.c_attn(x).split(D, dim=2)
+                out.append((q, k, H))
+        else:
+            H = model.config.num_attention_heads
+            for layer, block in enumerate(model.bert.encoder.layer):
+                sa = block.attention.self
+                out.append((sa.query(hs[layer]), sa.key(hs[layer]), H))
+    res = []
+    for q, k, H in out:
+        B, T, D = q.shape
+        split = lambda t: t.reshape(B, T, H, D // H).permute(0, 2, 1, 3).double().numpy()  # noqa: E731
+        res.append((split(q), split(k)))
+    return res
+
+
+def _reference_stats(model, family: str, batch) -> dict[str, np.ndarray]:
+    """Per layer × head mean/std/min/max of q·k, softmax entropy, entropy fraction and max prob."""
+    mask = batch["attention_mask"].numpy().astype(bool)  # (B, T)
+    B, T = mask.shape
+    valid = mask[:, None, :, None] & mask[:, None, None, :]  # (B, 1, T, T)
+    if family == "gpt2":
+        valid = valid & np.tril(np.ones((T, T), dtype=bool))[None, None]
+    stats = {k: [] for k in ("mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob", "count")}
+    for q, k in _qk_per_layer(model, family, batch):
+        H, d = q.shape[1], q.shape[3]
+        scores = q @ np.swapaxes(k, -1, -2)  # (B, H, T, T)
+        v = np.broadcast_to(valid, scores.shape)
+        row = {k: [] for k in stats}
+        for h in range(H):
+            s = scores[:, h][v[:, h]]
+            row["count"].append(s.size)
+            row["mean"].append(s.mean())
+            row["std"].append(s.std())
+            row["min"].append(s.min())
+            row["max"].append(s.max())
+            ents, fracs, maxps = [], [], []
+            for b in range(B):
+                for i in range(T):
+                    keys = v[b, h, i]
+                    if not keys.any():
+                        continue
+                    z = scores[b, h, i, keys] / math.sqrt(d)
+                    p = np.exp(z - z.max())
+                    p /= p.sum()
+                    ent = -(p * np.log(p)).sum()
+                    ents.append(ent)
+                    maxps.append(p.max())
+                    if keys.sum() >= 2:
+                        fracs.append(ent / math.log(keys.sum()))
+            row["entropy"].append(np.mean(ents))
+            row["entropy_fraction"].append(np.mean(fracs) if fracs else np.nan)
+            row["max_prob"].append(np.mean(maxps))
+        for key in stats:
+            stats[key].append(row[key])
+    return {k: np.array(v) for k, v in stats.items()}
+
+
+def _reference_scores_probs(model, family, batch, layer):
+    q, k = _qk_per_layer(model, family, batch)[layer]
+    scores = q @ np.swapaxes(k, -1, -2)
+    mask = batch["attention_mask"].numpy().astype(bool)
+    T = mask.shape[1]
+    valid = mask[:, None, :, None] & mask[:, None, None, :]
+    if family == "gpt2":
+        valid = valid & np.tril(np.ones((T, T), dtype=bool))[None, None]
+    valid = np.broadcast_to(valid, scores.shape)
+    z = np.where(valid, scores / math.sqrt(q.shape[-1]), -np.inf)
+    zmax = np.max(z, axis=-1, keepdims=True)
+    zmax = np.where(np.isfinite(zmax), zmax, 0.0)
+    e = np.where(valid, np.exp(z - zmax), 0.0)
+    denom = e.sum(-1, keepdims=True)
+    probs = np.divide(e, denom, out=np.zeros_like(e), where=denom > 0)
+    return scores, probs, valid
+
+
+# --------------------------------------------------------------------------- statistics match the reference
+
+
+CASES = [("gpt2", "none"), ("gpt2", "left"), ("gpt2", "right"), ("bert", "none"), ("bert", "right")]
+
+
+@pytest.mark.parametrize("family,padding", CASES)
+def test_statistics_match_independent_reference(family, padding, gpt2_pair, bert_pair):
+    lm, plain = gpt2_pair if family == "gpt2" else bert_pair
+    batch = _batch(lm, padding)
+    if padding != "none":
+        assert (batch["attention_mask"] == 0).any(), "the batch must really be padded"
+    got = capture.run(lm, batch).attention
+    ref = _reference_stats(plain, family, batch)
+    assert got.std.shape == (lm.n_layers, lm.n_heads)
+    np.testing.assert_array_equal(got.count, ref["count"])
+    for name in ("mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob"):
+        np.testing.assert_allclose(getattr(got, name), ref[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    assert got.d_head == lm.d_head
+    np.testing.assert_allclose(got.scaling, 1 / math.sqrt(lm.d_head), rtol=1e-12)
+    # Derived figures are plain transformations of the above.
+    np.testing.assert_allclose(got.std_scaled, ref["std"] / math.sqrt(lm.d_head), rtol=1e-4)
+    np.testing.assert_allclose(got.ratio_to_sqrt_d, ref["std"] / math.sqrt(lm.d_head), rtol=1e-4)
+
+
+@pytest.mark.parametrize("family,padding", [("gpt2", "left"), ("bert", "right")])
+def test_kept_scores_and_probs_match_reference(family, padding, gpt2_pair, bert_pair):
+    lm, plain = gpt2_pair if family == "gpt2" else bert_pair
+    batch = _batch(lm, padding)
+    layer = lm.n_layers - 1
+    res = capture.run(lm, batch, capture.CaptureOptions(keep_scores_layers=(layer,), keep_probs_layers=(layer,)))
+    kept = res.kept[layer]
+    scores, probs, valid = _reference_scores_probs(plain, family, batch, layer)
+    np.testing.assert_array_equal(kept.valid, valid)
+    np.testing.assert_allclose(np.where(valid, kept.scores, 0), np.where(valid, scores, 0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(kept.probs, probs, atol=1e-5)
+    assert set(res.kept) == {layer}
+
+
+@pytest.mark.parametrize("family,padding", CASES)
+def test_outputs_unchanged_by_capture(family, padding, gpt2_pair, bert_pair):
+    lm, plain = gpt2_pair if family == "gpt2" else bert_pair
+    assert plain.config._attn_implementation == "sdpa"
+    batch = _batch(lm, padding)
+    res = capture.run(lm, batch, capture.CaptureOptions(keep_probs_layers=(0,)))
+    kwargs = dict(batch, use_cache=False) if family == "gpt2" else dict(batch)
+    with torch.no_grad():
+        ref = plain(**kwargs).logits
+    real = batch["attention_mask"].bool()
+    assert float((res.logits[real] - ref[real]).abs().max()) <= 1e-5
+
+
+# --------------------------------------------------------------------------- no collector outlives its block
+
+
+def _no_hooks(model) -> bool:
+    return all(not (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks) for m in model.modules())
+
+
+def test_collector_removed_after_block(gpt2_pair):
+    lm, _ = gpt2_pair
+    batch = _batch(lm, "right")
+    assert not capture.is_capturing()
+    with capture.capture(lm) as col:
+        assert capture.is_capturing()
+        with torch.no_grad():
+            lm.model(**batch, use_cache=False)
+    assert not capture.is_capturing()
+    before = col.attention_stats()
+    with torch.no_grad():
+        lm.model(**batch, use_cache=False)  # a forward after the block is not observed
+    after = col.attention_stats()
+    np.testing.assert_array_equal(before.count, after.count)
+    np.testing.assert_array_equal(before.std, after.std)
+    assert _no_hooks(lm.model)
+
+
+def test_collector_removed_when_forward_raises():
+    model, tok = tiny_gpt2_model(seed=3)
+    lm = wrap(model, tok)
+    batch = _batch(lm, "left")
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("mid-forward failure")
+
+    model.transformer.h[1].mlp.forward = boom  # layer 0's attention runs, then layer 1 raises
+    with pytest.raises(RuntimeError, match="mid-forward"):
+        with capture.capture(lm) as col:
+            with torch.no_grad():
+                lm.model(**batch, use_cache=False)
+    assert not capture.is_capturing()
+    assert set(col.acc) == {0, 1}  # layer 1's attention ran before its MLP raised
+    with pytest.raises(RuntimeError, match="mid-forward"):
+        capture.run(lm, batch)
+    assert not capture.is_capturing()
+    assert _no_hooks(lm.model)
+    # The same thread keeps working once the module is repaired.
+    del model.transformer.h[1].mlp.forward
+    assert capture.run(lm, batch).attention is not None
+    assert not capture.is_capturing()
+
+
+def test_bad_input_raises_and_leaves_no_collector(gpt2_pair):
+    lm, _ = gpt2_pair
+    bad = {"input_ids": torch.tensor([[lm.vocab_size + 5, 1, 2]])}
+    with pytest.raises(IndexError):
+        capture.run(lm, bad)
+    assert not capture.is_capturing()
+
+
+def test_collector_is_invisible_to_other_threads(gpt2_pair):
+    lm, _ = gpt2_pair
+    seen = []
+    with capture.capture(lm):
+        t = threading.Thread(target=lambda: seen.append(capture.is_capturing()))
+        t.start()
+        t.join()
+    assert seen == [False]
+
+
+# --------------------------------------------------------------------------- thread safety
+
+
+def _snapshot(res: capture.CaptureResult):
+    a = res.attention
+    return (a.count, a.mean, a.std, a.min, a.max, a.entropy, a.entropy_fraction, a.max_prob,
+            res.kept[0].probs, res.logits.numpy())
+
+
+@pytest.mark.parametrize("family,n_threads", [("gpt2", 4), ("bert", 3)])
+def test_threads_on_one_shared_model_get_their_own_results(family, n_threads, gpt2_pair, bert_pair):
+    lm, _ = gpt2_pair if family == "gpt2" else bert_pair
+    options = capture.CaptureOptions(keep_probs_layers=(0,))
+    batches = [encode_batch(lm, [TEXTS[i]] + ([TEXTS[(i + 1) % 4]] if i % 2 else [])) for i in range(n_threads)]
+    alone = [_snapshot(capture.run(lm, b, options)) for b in batches]
+    iterations = 12
+    barrier = threading.Barrier(n_threads)
+    mismatches, errors = [], []
+
+    def worker(i):
+        try:
+            for it in range(iterations):
+                barrier.wait()
+                got = _snapshot(capture.run(lm, batches[i], options))
+                if not all(np.array_equal(x, y, equal_nan=True) for x, y in zip(got, alone[i])):
+                    mismatches.append((i, it))
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors.append(repr(exc))
+            barrier.abort()
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(n_threads)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert mismatches == []
+    assert not capture.is_capturing()
+
+
+# --------------------------------------------------------------------------- bf16
+
+
+def test_bf16_path_runs_on_cpu(gpt2_pair):
+    lm32, _ = gpt2_pair
+    model, tok = tiny_gpt2_model(seed=1, init_range=0.3)
+    model.load_state_dict(lm32.model.state_dict())
+    lm16 = wrap(model.to(torch.bfloat16), tok)
+    assert lm16.dtype == torch.bfloat16
+    batch = _batch(lm16, "left")
+    res = capture.run(lm16, batch, capture.CaptureOptions(keep_probs_layers=(1,)))
+    ref = capture.run(lm32, batch).attention
+    a = res.attention
+    for name in ("std", "mean", "max", "entropy", "max_prob"):
+        assert np.all(np.isfinite(getattr(a, name))), name
+    np.testing.assert_array_equal(a.count, ref.count)
+    np.testing.assert_allclose(a.std, ref.std, rtol=0.1)
+    np.testing.assert_allclose(a.entropy, ref.entropy, rtol=0.1, atol=0.05)
+    assert res.logits.dtype == torch.float32
+    assert res.kept[1].probs.dtype == np.float32
+    real = batch["attention_mask"].bool().numpy()
+    np.testing.assert_allclose(res.kept[1].probs.sum(-1)[np.broadcast_to(real[:, None], res.kept[1].probs.shape[:3])],
+                               1.0, atol=1e-3)
