@@ -1,0 +1,403 @@
+"""`python -m inspector`: the same analyses and reports as the app, from the shell.
+
+    python -m inspector report --text-file notes.txt --out report.html
+    python -m inspector report --model ./my-checkpoint --text "Hello" --out r.json --out r.md
+    python -m inspector compare bundled:gpt2-mini@step-0 bundled:gpt2-mini --text-file t.txt --out cmp.html
+    python -m inspector models
+
+Every failure prints `error: ...` (and a `hint: ...`) on stderr and exits with status 2; a
+traceback is shown only with --debug. Output paths are checked before the model is loaded, so
+a long run never ends in "file exists".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable, TextIO
+
+EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
+DEFAULT_MODEL = "bundled:gpt2-mini"  # same as inspector.bundled.DEFAULT_MODEL (checked by a test)
+# One user at a terminal: the web app's text limit does not apply (long texts are scored with the
+# sliding window). Set before inspector.inputs is imported, which reads it once.
+CLI_MAX_TEXT_CHARS = "2000000"
+
+
+class CLIError(Exception):
+    """A usage problem found by the CLI itself (not by the library)."""
+
+    def __init__(self, message: str, hint: str = ""):
+        super().__init__(message)
+        self.message, self.hint = message, hint
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+
+    def __init__(self, stream: TextIO | None = None, width: int = 28, enabled: bool = True):
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.perf_counter()
+        self._last_len = 0
+        global _current_bar
+        _current_bar = self
+
+    def __call__(self, label: str, fraction: float) -> None:
+        if not self.enabled:
+            return
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        elapsed = time.perf_counter() - self.start
+        if self.tty:
+            filled = int(round(fraction * self.width))
+            line = f"\r[{'#' * filled}{'.' * (self.width - filled)}] {fraction:4.0%} {elapsed:5.1f}s {label}"
+            pad = max(0, self._last_len - len(line))
+            self.stream.write(line + " " * pad)
+            self._last_len = len(line)
+            if fraction >= 1.0:
+                self.stream.write("\n")
+                self._last_len = 0
+        else:
+            self.stream.write(f"[{fraction:4.0%}] {elapsed:5.1f}s {label}\n")
+        self.stream.flush()
+
+    def end_line(self) -> None:
+        """Finish a half-drawn bar so that what follows starts on a line of its own."""
+        if self.tty and self._last_len:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._last_len = 0
+
+    def message(self, text: str) -> None:
+        """A line of its own (the bar, if drawn, is finished first)."""
+        self.end_line()
+        self.stream.write(text + "\n")
+        self.stream.flush()
+
+
+_current_bar: ProgressBar | None = None
+
+
+# --------------------------------------------------------------------------- argument parsing
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with our error format: `error: ...` + a hint, exit status 2, no usage dump."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"error: {message}\nhint: see '{self.prog} --help'.\n")
+        raise SystemExit(EXIT_ERROR)
+
+
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1, ... (default auto)")
+    p.add_argument("--dtype", default="auto", help="auto (float32), float32, bfloat16, float16 (default auto)")
+    p.add_argument("--allow-pickle", action="store_true",
+                   help="also load pickle (.bin) weights when a checkpoint has no safetensors (trusted files only)")
+
+
+def _add_text_options(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--text", help="the text to analyse")
+    src.add_argument("--text-file", metavar="FILE", help="read the text from a UTF-8 file ('-' = standard input)")
+    p.add_argument("--text-pair", metavar="TEXT", help="second sentence (BERT: segment B, next-sentence prediction)")
+
+
+def _add_output_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", "-o", action="append", required=True, metavar="FILE",
+                   help="output file; the format follows the suffix (.html, .json, .md). Repeat for several formats")
+    p.add_argument("--format", choices=("html", "json", "md"), help="format when the suffix does not say it")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a report setting, e.g. --set attribution_steps=64 (value read as JSON, else as text)")
+    p.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads for torch (default: 1 for models under 50M parameters, whose small operations "
+                        "lose more to thread synchronisation than they gain; torch's own choice for larger ones)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar or notes")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="python -m inspector",
+                     description="Inspect transformer checkpoints from the shell: write analysis reports "
+                                 "(HTML, JSON, Markdown), compare two models, list the bundled models.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    rp = sub.add_parser("report", help="analyse one model on a text and write a report",
+                        description="Run the analyses of one model on a text and write HTML / JSON / Markdown.")
+    rp.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                    help=f"hub id, id@revision, local folder or bundled:NAME (default {DEFAULT_MODEL})")
+    _add_text_options(rp)
+    rp.add_argument("--sections", metavar="A,B,C",
+                    help="comma-separated sections (default: all): overview, layernorm, attention, loss, "
+                         "embeddings, attribution, foundations")
+    _add_model_options(rp)
+    _add_output_options(rp)
+    rp.set_defaults(func=cmd_report)
+
+    cp = sub.add_parser("compare", help="compare two models on a text and write a report",
+                        description="Compare two models (e.g. two checkpoints) on one text.")
+    cp.add_argument("model_a", metavar="A", help="first model spec")
+    cp.add_argument("model_b", metavar="B", help="second model spec")
+    _add_text_options(cp)
+    _add_model_options(cp)
+    _add_output_options(cp)
+    cp.set_defaults(func=cmd_compare)
+
+    mp = sub.add_parser("models", help="list the bundled models", description="List the bundled models.")
+    mp.add_argument("--json", action="store_true", help="machine-readable output")
+    mp.set_defaults(func=cmd_models)
+    return parser
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _read_text(args) -> str:
+    if args.text is not None:
+        return args.text
+    name = args.text_file
+    try:
+        if name == "-":
+            return sys.stdin.read()
+        path = Path(os.path.expanduser(name))
+        if path.is_dir():
+            raise CLIError(f"'{name}' is a directory, not a text file.", "Give the path of a UTF-8 text file.")
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CLIError(f"Text file '{name}' does not exist.", "Check the path, or pass the text with --text.") from None
+    except UnicodeDecodeError as exc:
+        raise CLIError(f"Text file '{name}' is not UTF-8 text ({exc.reason} at byte {exc.start}).",
+                       "Save it as UTF-8, or pass the text with --text.") from None
+    except PermissionError:
+        raise CLIError(f"Text file '{name}' cannot be read (permission denied).") from None
+
+
+def _parse_settings(pairs: list[str]) -> dict:
+    settings = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise CLIError(f"--set expects KEY=VALUE, got '{pair}'.", "For example: --set attribution_steps=64")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        settings[key.strip()] = value
+    return settings
+
+
+def _outputs(args) -> list[tuple[Path, str]]:
+    """(path, format) of every --out, checked before any work."""
+    from .report import check_output_path, format_for_path
+
+    if args.format and len(args.out) > 1:
+        raise CLIError("--format applies to a single --out.", "Let the suffixes (.html, .json, .md) choose instead.")
+    seen, out = set(), []
+    for name in args.out:
+        path = check_output_path(name, overwrite=args.overwrite)
+        fmt = format_for_path(name, args.format)
+        key = os.path.abspath(path)
+        if key in seen:
+            raise CLIError(f"'{name}' is given twice as --out.")
+        seen.add(key)
+        out.append((path, fmt))
+    return out
+
+
+def _prepare_runtime(args) -> None:
+    """Quiet third-party chatter that is not ours to show, and apply --threads."""
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    except ImportError:  # pragma: no cover - transformers is a hard dependency
+        pass
+    if args.threads is not None:
+        import torch
+
+        if args.threads < 1:
+            raise CLIError(f"--threads must be at least 1, got {args.threads}.")
+        torch.set_num_threads(args.threads)
+
+
+SMALL_MODEL_PARAMETERS = 50_000_000
+
+
+def _load(spec: str, args, bar: ProgressBar, fraction: float = 0.0):
+    from .models import load
+
+    bar(f"loading {spec}", fraction)
+    return load(spec, device=args.device, dtype=args.dtype, allow_pickle=args.allow_pickle)
+
+
+def _auto_threads(args, *lms) -> None:
+    """One CPU thread for small models unless --threads says otherwise.
+
+    Measured with the bundled gpt2-mini (4 layers, 128 wide) on a 2-core machine shared with
+    other work: the full report took 26-31 s with one thread and 54-59 s with two (twice the CPU
+    time, spent synchronising threads over tiny matrix products).
+    """
+    if args.threads is not None or any(lm.device.type != "cpu" for lm in lms):
+        return
+    if all(lm.n_parameters < SMALL_MODEL_PARAMETERS for lm in lms):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def _section_progress(bar: ProgressBar, start: float, span: float) -> Callable[[str, float], None]:
+    """Map the report's progress (0..1 over its sections) onto part of the bar."""
+    def progress(label: str, fraction: float) -> None:
+        if label == "done":
+            return
+        bar(label, start + span * fraction)
+    return progress
+
+
+def _write_all(report, outputs, args, bar: ProgressBar, t0: float) -> None:
+    from .report import write_report
+
+    for path, fmt in outputs:
+        written = write_report(report, path, fmt=fmt, overwrite=args.overwrite)
+        size = written.stat().st_size
+        print(f"wrote {written} ({fmt}, {_size(size)})")
+    bar("done", 1.0)
+    notes = [(name, sec) for name, sec in report.sections.items() if not sec.available]
+    if not args.quiet:
+        for name, sec in notes:
+            bar.message(f"{'warning' if sec.status == 'failed' else 'note'}: section {name}: {sec}")
+        bar.message(f"finished in {time.perf_counter() - t0:.1f} s")
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _check_text(args, text: str) -> None:
+    """Reject an empty or unusable text before minutes of model loading."""
+    from .inputs import clean_text
+
+    clean_text(text)
+    if args.text_pair is not None and args.text_pair.strip():
+        clean_text(args.text_pair, what="second sentence")
+
+
+def cmd_report(args) -> int:
+    t0 = time.perf_counter()
+    text = _read_text(args)
+    settings = _parse_settings(args.set)
+    outputs = _outputs(args)
+    from .report import SECTIONS, _check_sections, _settings, build_report
+
+    sections = _check_sections(args.sections, SECTIONS) if args.sections else SECTIONS
+    _settings(settings)  # unknown keys fail now, not after loading
+    _check_text(args, text)
+    bar = ProgressBar(enabled=not args.quiet)
+    _prepare_runtime(args)
+    lm = _load(args.model, args, bar)
+    _auto_threads(args, lm)
+    report = build_report(lm, text, sections=sections, settings=settings, text_pair=args.text_pair,
+                          progress=_section_progress(bar, 0.1, 0.85))
+    bar("writing", 0.97)
+    _write_all(report, outputs, args, bar, t0)
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    t0 = time.perf_counter()
+    text = _read_text(args)
+    settings = _parse_settings(args.set)
+    outputs = _outputs(args)
+    from .report import _settings, build_comparison_report
+
+    _settings(settings)
+    _check_text(args, text)
+
+    bar = ProgressBar(enabled=not args.quiet)
+    _prepare_runtime(args)
+    lm_a = _load(args.model_a, args, bar)
+    lm_b = _load(args.model_b, args, bar, 0.1)
+    _auto_threads(args, lm_a, lm_b)
+    report = build_comparison_report(lm_a, lm_b, text, settings=settings, text_pair=args.text_pair,
+                                     progress=_section_progress(bar, 0.2, 0.75))
+    bar("writing", 0.97)
+    _write_all(report, outputs, args, bar, t0)
+    return EXIT_OK
+
+
+def cmd_models(args) -> int:
+    from . import bundled
+
+    models = bundled.list_bundled()
+    if args.json:
+        print(json.dumps([{"spec": f"bundled:{m.name}", "kind": m.kind, "available": m.available,
+                           "checkpoints": m.checkpoints, "default_checkpoint": m.default_checkpoint,
+                           "description": m.description} for m in models], indent=1))
+        return EXIT_OK
+    default = getattr(bundled, "DEFAULT_MODEL", DEFAULT_MODEL)
+    for m in models:
+        spec = f"bundled:{m.name}"
+        mark = " (default)" if spec == default else ""
+        state = ", ".join(m.checkpoints) if m.available else "not installed"
+        print(f"{spec}{mark}\n    {m.kind}; checkpoints: {state}\n    {m.description}")
+    if not all(m.available for m in models):
+        print("\nModels marked 'not installed' can be built with: python -m inspector.bundled build", file=sys.stderr)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- entry point
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    os.environ.setdefault("INSPECTOR_MAX_TEXT_CHARS", CLI_MAX_TEXT_CHARS)
+    from .errors import InspectorError
+
+    try:
+        return args.func(args)
+    except (InspectorError, CLIError) as exc:
+        if args.debug:
+            raise
+        _print_error(exc.message, exc.hint)
+    except KeyboardInterrupt:
+        _print_error("interrupted.")
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        _print_error("out of memory.", "Try a shorter text, fewer sections, or a smaller model.")
+    except Exception as exc:  # noqa: BLE001 - the promise is: no traceback without --debug
+        if args.debug:
+            raise
+        _print_error(f"unexpected {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "),
+                     "This is a bug in inspector; run again with --debug for the traceback and report it.")
+    return EXIT_ERROR
+
+
+def _print_error(message: str, hint: str = "") -> None:
+    if _current_bar is not None:
+        _current_bar.end_line()
+    message = " ".join(str(message).split())  # one line, whatever the library wrote
+    sys.stderr.write(f"error: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {' '.join(str(hint).split())}\n")
+    sys.stderr.flush()
