@@ -1,0 +1,26 @@
+"""inspector: look inside a transformer's numbers. Run with `streamlit run app.py`.
+
+This file only sets up navigation and the sidebar shared by every page; each page lives in
+pages/ and gets the model and text from `pages._common.page_context()`.
+"""
+import streamlit as st
+
+from pages import _common
+
+st.set_page_config(page_title="inspector", page_icon=":material/biotech:", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/info:", default=True),
+    st.Page("pages/layernorm.py", title="LayerNorm", icon=":material/tune:"),
+    st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
+    st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
+    st.Page("pages/token_loss.py", title="Token loss", icon=":material/functions:"),
+    st.Page("pages/attribution.py", title="Attribution", icon=":material/highlight:"),
+    st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
+    st.Page("pages/foundations.py", title="Foundations", icon=":material/school:"),
+    st.Page("pages/report.py", title="Report", icon=":material/description:"),
+]
+
+page = st.navigation(PAGES)
+_common.sidebar()
+page.run()

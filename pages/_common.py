@@ -1,0 +1,903 @@
+"""UI support for every page: the only module that imports both streamlit and inspector.
+
+- `load_model(spec, device, dtype)`: models cached once per process (`st.cache_resource`).
+- `run_*` functions: analysis results cached per (model key, text, settings) (`st.cache_data`);
+  the model itself is passed as `_lm` so Streamlit never hashes it, and the key is made of
+  strings (spec with revision, device, dtype, weights hash), never of an object id.
+- `guard()`: every error reaches the user as a readable `st.error`, never a traceback.
+- `sidebar()`: the model picker and text input shared by all pages (drawn by app.py).
+- small display helpers (number formatting, escaped HTML for coloured tokens).
+
+Pages stay thin: they read `page_context()`, call a `run_*` function and draw figures made by
+`inspector.plots`. No maths here either; anything computed lives in `inspector/`.
+"""
+from __future__ import annotations
+
+import contextlib
+import html
+import importlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import streamlit as st
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from inspector import models  # noqa: E402
+from inspector.errors import InspectorError, NotAvailableError  # noqa: E402
+
+log = logging.getLogger("inspector.app")
+
+try:  # app.py navigates with st.navigation: never fall back to Streamlit's legacy pages/ folder mode,
+    # which runs a page without app.py (e.g. the first request after a restart lands on /attention).
+    from streamlit.runtime.pages_manager import PagesManager as _PagesManager
+
+    _PagesManager.uses_pages_directory = False
+except (ImportError, AttributeError):  # pragma: no cover - internal API moved; page_context copes anyway
+    pass
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLES_DIR = REPO / "data" / "samples"
+SAMPLE_LABELS = {"english": "English prose", "python_code": "Python code", "vietnamese": "Vietnamese",
+                 "python_docs": "Python docs prose (held out, in-domain for the mini models)"}
+CUSTOM_TEXT = "Your own text"
+OTHER_MODEL = "__other__"
+FALLBACK_MODEL = "bundled:minilm"
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+
+# Session-state keys of the shared sidebar (plain strings only: never a model or a tensor).
+K_MODEL, K_CUSTOM, K_CKPT, K_DEVICE, K_DTYPE = "model_choice", "model_custom", "model_checkpoint", "device", "dtype"
+K_SAMPLE, K_TEXT, K_PAIR = "sample", "text", "text_pair"
+
+
+# --------------------------------------------------------------------------- errors
+
+
+try:  # Streamlit's own control flow (st.stop, st.rerun, st.switch_page) must pass through guard().
+    from streamlit.runtime.scriptrunner_utils.exceptions import ScriptControlException as _Control
+except ImportError:  # pragma: no cover - older/newer Streamlit layout
+    from streamlit.runtime.scriptrunner import StopException as _Control  # type: ignore
+
+
+def error_message(exc: BaseException, what: str = "this analysis") -> str:
+    """A readable message for any exception: the library's own text, or a generic one with what to do."""
+    if isinstance(exc, InspectorError):
+        return exc.user_message()
+    try:
+        import torch
+
+        if isinstance(exc, torch.OutOfMemoryError):
+            models.release_memory()
+            return ("The device ran out of memory while computing " + what + ". Memory has been released. "
+                    "Try a shorter text, a smaller model, or dtype bfloat16/float16 on a GPU.")
+    except ImportError:  # pragma: no cover
+        pass
+    if isinstance(exc, MemoryError):
+        return (f"Not enough memory for {what}. Try a shorter text or a smaller model; "
+                "the app keeps working.")
+    detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+    detail = f" ({type(exc).__name__}: {detail})" if detail else f" ({type(exc).__name__})"
+    return (f"Something unexpected went wrong while computing {what}{detail}. "
+            "The app keeps working: try another text or model, or reload the page. "
+            "If it happens again, report it together with the model name and the text.")
+
+
+class guard(contextlib.ContextDecorator):
+    """Turn any error inside the block into `st.error(...)` (a readable message, never a traceback).
+
+    Use as `with guard("the attention statistics"): ...` or as a decorator. InspectorError shows
+    its own message and hint; anything else a generic message (the traceback goes to the server
+    log only). Streamlit's st.stop / st.rerun pass through. `guard.failed` tells whether it caught.
+    """
+
+    def __init__(self, what: str = "this analysis", container=None):
+        self.what = what
+        self.container = container
+        self.failed = False
+        self.error: BaseException | None = None
+
+    def __enter__(self):
+        self.failed = False
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, _Control) or not isinstance(exc, Exception):
+            return False
+        self.failed, self.error = True, exc
+        if isinstance(exc, NotAvailableError):
+            (self.container or st).info(exc.user_message())
+            return True
+        if not isinstance(exc, InspectorError):
+            log.exception("unexpected error while computing %s", self.what)
+        (self.container or st).error(error_message(exc, self.what))
+        return True
+
+
+# --------------------------------------------------------------------------- library readiness
+
+
+def analysis_module(name: str):
+    """`inspector.analyses.<name>` or None while it is not written yet (a page then says so).
+
+    A module that exists but fails to import is a bug, not "not ready": that error propagates.
+    """
+    full = f"inspector.analyses.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as exc:
+        if exc.name in (full, "inspector.analyses"):
+            return None
+        raise
+
+
+def library_module(name: str):
+    """`inspector.<name>` or None while it is not written yet."""
+    full = f"inspector.{name}"
+    try:
+        return importlib.import_module(full)
+    except ModuleNotFoundError as exc:
+        if exc.name == full:
+            return None
+        raise
+
+
+def not_ready(what: str, module: str) -> None:
+    st.info(f"The {what} analysis is not available yet: the library module `{module}` is still being "
+            "written. This page fills in as soon as it lands; the other pages work meanwhile.")
+
+
+# --------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class BundledChoice:
+    name: str
+    description: str
+    checkpoints: tuple[str, ...]
+    default_checkpoint: str | None
+
+
+def bundled_choices() -> list[BundledChoice]:
+    """Bundled demo models whose files are present (empty while inspector.bundled is not available)."""
+    bundled = library_module("bundled")
+    if bundled is None:
+        return []
+    out = []
+    for b in bundled.list_bundled():
+        if not getattr(b, "available", True):  # not built yet / package missing: not offered
+            continue
+        cps = tuple(getattr(b, "checkpoints", ()) or ())
+        out.append(BundledChoice(b.name, getattr(b, "description", ""), cps, getattr(b, "default_checkpoint", None)))
+    return out
+
+
+def default_model_spec() -> str:
+    """bundled:gpt2-mini when its weights are there, otherwise the bundled MiniLM."""
+    bundled = library_module("bundled")
+    default = getattr(bundled, "DEFAULT_MODEL", "bundled:gpt2-mini") if bundled else "bundled:gpt2-mini"
+    names = {b.name for b in bundled_choices()}
+    if default.removeprefix(models.BUNDLED_PREFIX) in names:
+        return default
+    return FALLBACK_MODEL
+
+
+@st.cache_resource(max_entries=3, show_spinner="Loading the model (first time only)…")
+def load_model(spec: str, device: str = "auto", dtype: str = "auto") -> models.LoadedModel:
+    """One shared, read-only model per (spec, device, dtype) for every session of this process.
+
+    Local folders must lie inside the model roots (INSPECTOR_MODEL_ROOTS; default: bundled models and
+    the Hugging Face cache); pickle weights only with INSPECTOR_ALLOW_PICKLE=1.
+    """
+    allow_pickle = os.environ.get("INSPECTOR_ALLOW_PICKLE", "0").strip().lower() in ("1", "true", "yes")
+    return models.load(spec, device=device, dtype=dtype, restrict_to_roots=True, allow_pickle=allow_pickle)
+
+
+def model_key(lm: models.LoadedModel) -> tuple:
+    """Cache key of a loaded model: spec (with @revision), device, dtype, weights hash. Never an id()."""
+    p = lm.provenance
+    return (p.spec, p.revision or "", str(lm.device), str(lm.dtype), p.commit_hash or "")
+
+
+# --------------------------------------------------------------------------- shared sidebar
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the user chose in the sidebar (plain strings: safe to keep in session_state)."""
+
+    spec: str
+    device: str
+    dtype: str
+    text: str
+    text_pair: str | None
+
+
+@dataclass
+class PageContext:
+    inputs: Inputs
+    lm: models.LoadedModel | None  # None when the model failed to load (the error is shown)
+
+    @property
+    def key(self) -> tuple:
+        return model_key(self.lm)
+
+    @property
+    def text(self) -> str:
+        return self.inputs.text
+
+    @property
+    def text_pair(self) -> str | None:
+        return self.inputs.text_pair
+
+
+def load_samples() -> dict[str, str]:
+    """label -> text of every sample in data/samples (English, code, Vietnamese first)."""
+    out = {}
+    files = sorted(SAMPLES_DIR.glob("*.txt"), key=lambda p: (list(SAMPLE_LABELS).index(p.stem)
+                                                          if p.stem in SAMPLE_LABELS else 99, p.stem))
+    for path in files:
+        label = SAMPLE_LABELS.get(path.stem, path.stem.replace("_", " ").capitalize())
+        out[label] = path.read_text(encoding="utf-8").strip()
+    return out
+
+
+def _on_sample_change() -> None:
+    label = st.session_state.get(K_SAMPLE)
+    samples = load_samples()
+    if label in samples:
+        st.session_state[K_TEXT] = samples[label]
+
+
+def _pick(key: str, options: list, default):
+    """Index of the widget's current value (or of `default`) among `options`, for a stable selectbox."""
+    current = st.session_state.get(key)
+    if current not in options:
+        current = default if default in options else options[0]
+    return options.index(current)
+
+
+def sidebar() -> PageContext:
+    """Draw the shared sidebar (model, device, dtype, text, second sentence) and load the model.
+
+    Widgets get their current value passed explicitly (index / value from session state) instead of
+    session-state writes before they are drawn: a choice then survives any rerun in which Streamlit
+    treats a widget as new (seen with AppTest page switches), and no "default value but also set via
+    the Session State API" warning can appear.
+    """
+    samples = load_samples()
+    choices = bundled_choices()
+    default = default_model_spec()
+    lm = None
+    with st.sidebar:
+        st.subheader("Model")
+        options = [models.BUNDLED_PREFIX + c.name for c in choices]
+        if default not in options:
+            options.insert(0, default)
+        options.append(OTHER_MODEL)
+        described = {models.BUNDLED_PREFIX + c.name: c.description for c in choices}
+
+        def fmt(opt: str) -> str:
+            if opt == OTHER_MODEL:
+                return "Other: hub id, id@revision or local folder…"
+            desc = described.get(opt)
+            return f"{opt} — {desc}" if desc else opt
+
+        choice = st.selectbox("Model", options, index=_pick(K_MODEL, options, default), format_func=fmt,
+                              key=K_MODEL, persist_state="session",
+                              help="Bundled demo models work offline. 'Other' loads a hub id (gpt2), "
+                                   "id@revision, or a folder saved with save_pretrained.")
+        if choice == OTHER_MODEL:
+            spec = st.text_input("Hub id, id@revision or local folder", value=st.session_state.get(K_CUSTOM, ""),
+                                 key=K_CUSTOM, placeholder="gpt2@main or ./my-model", persist_state="session")
+            spec = (spec or "").strip()
+        else:
+            spec = choice
+            bc = next((c for c in choices if models.BUNDLED_PREFIX + c.name == choice), None)
+            if bc and len(bc.checkpoints) > 1:
+                cps = list(bc.checkpoints)
+                default_cp = bc.default_checkpoint if bc.default_checkpoint in cps else cps[-1]
+                ckpt = st.selectbox("Checkpoint", cps, index=_pick(K_CKPT, cps, default_cp), key=K_CKPT,
+                                    persist_state="session", help="Saved training checkpoints of this bundled model.")
+                if ckpt != default_cp:
+                    spec = f"{choice}@{ckpt}"
+        c1, c2 = st.columns(2)
+        devices = list(DEVICES) if _cuda_available() else ["auto", "cpu"]
+        device = c1.selectbox("Device", devices, index=_pick(K_DEVICE, devices, "auto"), key=K_DEVICE,
+                              persist_state="session")
+        dtype = c2.selectbox("dtype", list(DTYPES), index=_pick(K_DTYPE, list(DTYPES), "auto"), key=K_DTYPE,
+                             persist_state="session",
+                             help="auto = float32 (exact numbers). bfloat16/float16 are meant for GPUs.")
+        if not spec:
+            st.info("Type a model name to load it.")
+        else:
+            with guard(f"loading '{spec}'"):
+                lm = load_model(spec, device, dtype)
+            if lm is not None:
+                d = lm.describe()
+                st.caption(f"{d['architecture']} · {d['kind_label']} · {format_count(d['n_parameters'])} parameters "
+                           f"· {d['device']} · {d['dtype']}")
+
+        st.subheader("Text")
+        labels = list(samples) + [CUSTOM_TEXT]
+        st.selectbox("Sample", labels, index=_pick(K_SAMPLE, labels, labels[0]), key=K_SAMPLE,
+                     on_change=_on_sample_change, persist_state="session", help="Pick a sample, or edit the text below.")
+        default_text = next(iter(samples.values()), "The quick brown fox jumps over the lazy dog.")
+        text = st.text_area("Text to analyse", value=st.session_state.get(K_TEXT, default_text), key=K_TEXT,
+                            height=160, persist_state="session")
+        text_pair = None
+        if lm is not None and lm.family == "bert":
+            text_pair = st.text_input("Second sentence (BERT next-sentence prediction)",
+                                      value=st.session_state.get(K_PAIR, ""), key=K_PAIR, persist_state="session",
+                                      placeholder="Optional: sentence B of the pair [CLS] A [SEP] B [SEP]") or None
+    inputs = Inputs(spec=spec, device=device, dtype=dtype, text=text or "", text_pair=text_pair)
+    st.session_state["_inspector_inputs"] = inputs
+    return PageContext(inputs=inputs, lm=lm)
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:  # pragma: no cover
+        return False
+
+
+APP_PATH = str(REPO / "app.py")
+
+
+def _entrypoint_ran() -> bool:
+    """True when this page runs inside app.py (which drew the sidebar just before `page.run()`).
+
+    Streamlit runs a page without app.py when it falls back to its legacy `pages/` folder mode
+    (AppTest does so on every page switch; a server's very first request may too); the page
+    then draws the shared sidebar itself.
+    """
+    frame = sys._getframe(1)
+    while frame is not None:
+        if os.path.abspath(frame.f_code.co_filename) == APP_PATH:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def page_context(require_model: bool = True) -> PageContext:
+    """The sidebar's choices and the cached model, for a page. Stops the page if no model loaded."""
+    inputs = st.session_state.get("_inspector_inputs")
+    if inputs is None or not _entrypoint_ran():  # page run on its own (not through app.py)
+        ctx = sidebar()
+    else:
+        lm = None
+        if inputs.spec:
+            with contextlib.suppress(Exception):
+                lm = load_model(inputs.spec, inputs.device, inputs.dtype)
+        ctx = PageContext(inputs, lm)
+    if require_model and ctx.lm is None:
+        st.warning("No model is loaded. Pick a model in the sidebar (the bundled ones work offline); "
+                   "the message there says what went wrong.")
+        st.stop()
+    return ctx
+
+
+def page_header(title: str, caption: str | None = None) -> None:
+    st.title(title)
+    if caption:
+        st.caption(caption)
+
+
+# --------------------------------------------------------------------------- display helpers
+
+
+def format_count(n: int | float) -> str:
+    n = float(n)
+    for unit, div in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(n) >= div:
+            return f"{n / div:.2f} {unit}"
+    return f"{int(n)}"
+
+
+def format_float(x: float | None, digits: int = 4) -> str:
+    if x is None:
+        return "—"
+    try:
+        import math
+
+        if math.isnan(x):
+            return "—"
+    except TypeError:
+        return str(x)
+    return f"{x:.{digits}g}"
+
+
+def escaped(token: str) -> str:
+    """HTML-escaped token text with whitespace made visible (for coloured-token HTML)."""
+    s = html.escape(token, quote=True)
+    return s.replace("\n", "↵").replace("\t", "⇥") or "∅"
+
+
+def truncation_note(encoded) -> None:
+    if getattr(encoded, "truncated", False):
+        st.warning(f"The text was cut to the model's context ({encoded.n_tokens} tokens); "
+                   "only that part is analysed.")
+
+
+def key_value_rows(d: dict) -> list[dict]:
+    """A dict as two-column rows for st.dataframe (values as text, None as an em dash)."""
+    return [{"field": str(k), "value": "—" if v is None else str(v)} for k, v in d.items()]
+
+
+# --------------------------------------------------------------------------- overview facts
+
+
+_PARAM_GROUPS = (  # (group, name fragments), first match wins; norms before attention (BERT's attention.output.LayerNorm)
+    ("norms", ("ln_", "layernorm", "layer_norm", "norm")),
+    ("embeddings", ("wte", "wpe", "embeddings", "embed_tokens")),
+    ("attention", ("attn", "attention")),
+    ("MLP", ("mlp", "intermediate", ".output.")),
+    ("LM / NSP head", ("lm_head", "cls.")),
+    ("pooler", ("pooler",)),
+)
+
+
+def _parameter_groups(model) -> list[dict]:
+    """Parameter counts by role (tied weights counted once, as model.parameters() does).
+
+    Fallback while the library has no such function (asked of the lead); pure bookkeeping.
+    """
+    totals: dict[str, int] = {}
+    for name, p in model.named_parameters():
+        low = name.lower()
+        group = next((g for g, frags in _PARAM_GROUPS if any(f in low for f in frags)), "other")
+        totals[group] = totals.get(group, 0) + p.numel()
+    total = sum(totals.values()) or 1
+    order = [g for g, _ in _PARAM_GROUPS] + ["other"]
+    return [{"group": g, "parameters": totals[g], "share": 100.0 * totals[g] / total} for g in order if g in totals]
+
+
+def _capture_points(lm) -> dict:
+    """Which attention modules call inspector's attention function (those carrying a layer index)."""
+    from inspector import capture
+
+    mods = [{"module": name, "class": type(m).__name__, "layer": int(m.layer_idx)}
+            for name, m in lm.model.named_modules() if getattr(m, "layer_idx", None) is not None
+            and "attention" in type(m).__name__.lower()]
+    return {"attention_function": capture.ATTENTION_NAME,
+            "attn_implementation": getattr(lm.model.config, "_attn_implementation", "?"),
+            "modules": mods}
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def run_overview(_lm, key: tuple) -> dict:
+    """Plain facts for the Overview page (cached per model key)."""
+    return {"describe": _lm.describe(), "parameters": _parameter_groups(_lm.model), "capture": _capture_points(_lm)}
+
+
+# --------------------------------------------------------------------------- cached analysis runners
+# Each runner: `_lm` (not hashed) + `key` (model_key: spec@revision, device, dtype, weights hash) +
+# the text and settings. Work runs inside the library's device queue (bounded concurrency per device).
+
+
+def _queued_notice(device) -> Callable[[int], None]:
+    """A toast telling a user whose analysis waits for the device how many are ahead of it.
+
+    It runs inside `st.cache_data` functions, whose element calls Streamlit records and replays on
+    every later cache hit; the notice is about this run only, so it is drawn outside the recording.
+    """
+    def on_wait(position: int) -> None:
+        try:
+            from streamlit.runtime.scriptrunner_utils.script_run_context import in_cached_function
+            token = in_cached_function.set(False)
+        except (ImportError, AttributeError):
+            token = None
+        try:
+            ahead = "1 analysis" if position == 1 else f"{position} analyses"
+            st.toast(f"Queued: {ahead} ahead of yours on {device}. Yours starts as soon as the device is free.",
+                     icon=":material/hourglass_top:")
+        finally:
+            if token is not None:
+                in_cached_function.reset(token)
+    return on_wait
+
+
+def _on_device(lm, fn, *args, **kwargs):
+    from inspector.service import device_slot
+
+    with device_slot(lm.device, on_wait=_queued_notice(lm.device)):
+        return fn(*args, **kwargs)
+
+
+def _encode(lm, text: str, text_pair: str | None):
+    from inspector.inputs import encode
+
+    return encode(lm, text, text_pair)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_encode(_lm, key: tuple, text: str, text_pair: str | None):
+    """The tokenised text (tokens, truncation flag) as every analysis sees it."""
+    return _encode(_lm, text, text_pair)
+
+
+@st.cache_data(show_spinner="Reading the norm layers' γ and β…", max_entries=16)
+def run_layernorm(_lm, key: tuple, bins: int = 60):
+    from inspector.analyses import layernorm
+
+    return _on_device(_lm, layernorm.layernorm_stats, _lm, bins)
+
+
+@st.cache_data(show_spinner="Running the text through the norm layers…", max_entries=32)
+def run_layernorm_activations(_lm, key: tuple, text: str, text_pair: str | None):
+    from inspector.analyses import layernorm
+
+    enc = _encode(_lm, text, text_pair)
+    return _on_device(_lm, layernorm.layernorm_activations, _lm, enc)
+
+
+@st.cache_data(show_spinner="Measuring QKᵀ in every layer and head…", max_entries=32)
+def run_attention(_lm, key: tuple, text: str, text_pair: str | None):
+    from inspector.analyses import attention
+
+    enc = _encode(_lm, text, text_pair)
+    return _on_device(_lm, attention.attention_logit_report, _lm, enc)
+
+
+@st.cache_data(show_spinner="Computing the attention pattern…", max_entries=64)
+def run_attention_pattern(_lm, key: tuple, text: str, text_pair: str | None, layer: int, head: int):
+    from inspector.analyses import attention
+
+    enc = _encode(_lm, text, text_pair)
+    return _on_device(_lm, attention.attention_pattern, _lm, enc, layer, head)
+
+
+@st.cache_data(show_spinner="Re-running the softmax at other temperatures…", max_entries=32)
+def run_scaling_what_if(_lm, key: tuple, text: str, text_pair: str | None, layer: int,
+                        temperatures: tuple[float, ...]):
+    from inspector.analyses import attention
+
+    enc = _encode(_lm, text, text_pair)
+    return _on_device(_lm, attention.scaling_what_if, _lm, enc, layer, temperatures)
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def run_attribution(_lm, key: tuple, text: str, text_pair: str | None, method: str, target: str,
+                    position: int | None, target_token: str | None, baseline: str, steps: int):
+    from inspector.analyses import attribution
+
+    return _on_device(_lm, attribution.attribute, _lm, text, method=method, target=target, position=position,
+                      target_token=target_token, baseline=baseline, steps=steps, text_pair=text_pair)
+
+
+# Embeddings: the token table does not depend on the text; corpus counts are computed once per model.
+
+
+@st.cache_data(show_spinner="Counting token frequencies in the bundled corpus (once per model)…", max_entries=8)
+def run_corpus_counts(_lm, key: tuple):
+    from inspector.analyses import embeddings
+
+    return _on_device(_lm, embeddings.token_counts, _lm)
+
+
+@st.cache_data(show_spinner="Measuring the token-embedding table…", max_entries=8)
+def run_token_table(_lm, key: tuple):
+    """Norms, anisotropy, norm-vs-frequency of the token table (text independent)."""
+    from inspector.analyses import embeddings
+
+    counts = run_corpus_counts(_lm, key)
+    return {
+        "norms": _on_device(_lm, embeddings.token_norms, _lm),
+        "anisotropy": _on_device(_lm, embeddings.token_anisotropy, _lm),
+        "norm_frequency": _on_device(_lm, embeddings.norm_frequency_correlation, _lm, counts=counts),
+    }
+
+
+@st.cache_data(show_spinner="Projecting and clustering the most frequent tokens…", max_entries=16)
+def run_token_map(_lm, key: tuple, n_tokens: int, n_clusters: int, method: str):
+    from inspector.analyses import embeddings
+
+    counts = run_corpus_counts(_lm, key)
+    proj = _on_device(_lm, embeddings.project_tokens, _lm, method=method, n_tokens=n_tokens, counts=counts)
+    clusters = _on_device(_lm, embeddings.cluster_tokens, _lm, n_clusters, n_tokens=n_tokens, counts=counts)
+    return proj, clusters
+
+
+@st.cache_data(show_spinner="Searching nearest neighbours…", max_entries=64)
+def run_neighbours(_lm, key: tuple, queries: tuple, k: int):
+    from inspector.analyses import embeddings
+
+    return _on_device(_lm, embeddings.nearest_neighbours, _lm, list(queries), k)
+
+
+@st.cache_data(show_spinner="Reading the position and segment tables…", max_entries=8)
+def run_position_tables(_lm, key: tuple):
+    from inspector.analyses import embeddings
+    from inspector.errors import NotAvailableError as _NA
+
+    out = {}
+    for name, fn in (("positions", embeddings.position_embeddings), ("segments", embeddings.segment_embeddings)):
+        try:
+            out[name] = _on_device(_lm, fn, _lm)
+        except _NA as exc:
+            out[name] = exc.user_message()  # a string: shown as st.info on the page
+    return out
+
+
+@st.cache_data(show_spinner="Following the text's tokens through the layers…", max_entries=32)
+def run_contextual(_lm, key: tuple, text: str, text_pair: str | None, exclude_special: bool):
+    from inspector.analyses import embeddings
+
+    enc = _encode(_lm, text, text_pair)
+    return _on_device(_lm, embeddings.contextual_embeddings, _lm, enc, exclude_special=exclude_special)
+
+
+def show_fidelity(ctx: PageContext) -> None:
+    """The capture's fidelity on this text: max |Δ| between the instrumented and a plain forward."""
+    if analysis_module("attention") is None:
+        return
+    with guard("the capture fidelity check"):
+        rep = run_attention(ctx.lm, ctx.key, ctx.text, ctx.text_pair)
+        st.caption(f"Capture fidelity on this text: max |Δ {rep.fidelity_quantity}| between the instrumented and "
+                   f"a plain forward = **{rep.fidelity_max_abs_diff:.3g}** ({rep.dtype}); 0 means the "
+                   "measurement did not change the model's output.")
+
+
+# --------------------------------------------------------------------------- page display helpers
+
+ATTENTION_QUANTITIES = {
+    "entropy_fraction": "softmax entropy / log(n keys) (1 = uniform)",
+    "max_prob": "mean max attention probability (1 = saturated)",
+    "ratio": "σ(QKᵀ) / √d_head",
+    "entropy": "softmax entropy (nats)",
+    "max_scaled": "largest scaled logit",
+}
+TEMPERATURES = (0.125, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+
+def attention_rows(rep) -> list[dict]:
+    """One row per (layer, head) of an AttentionReport, for a sortable table."""
+    rows = []
+    for layer in range(rep.n_layers):
+        for head in range(rep.n_heads):
+            rows.append({
+                "layer": layer, "head": head,
+                "σ(q·k)": float(rep.std[layer, head]), "σ scaled": float(rep.std_scaled[layer, head]),
+                "σ / √d_head": float(rep.ratio[layer, head]), "mean q·k": float(rep.mean[layer, head]),
+                "max scaled logit": float(rep.max_scaled[layer, head]),
+                "entropy (nats)": float(rep.entropy[layer, head]),
+                "entropy / log n": float(rep.entropy_fraction[layer, head]),
+                "max prob": float(rep.max_prob[layer, head]),
+            })
+    return rows
+
+
+@st.cache_data(show_spinner="Scoring every token of the text…", max_entries=32)
+def run_causal_loss(_lm, key: tuple, text: str, top_k: int = 5):
+    from inspector.analyses import loss
+
+    return _on_device(_lm, loss.causal_token_loss, _lm, text, top_k=top_k)
+
+
+@st.cache_data(show_spinner="Masking 15 % of the tokens and scoring them…", max_entries=32)
+def run_masked_loss(_lm, key: tuple, text: str, seed: int, top_k: int = 5):
+    from inspector.analyses import loss
+
+    return _on_device(_lm, loss.masked_lm_loss, _lm, text, seed=seed, top_k=top_k)
+
+
+@st.cache_data(show_spinner="Masking each token in turn (pseudo-log-likelihood)…", max_entries=16)
+def run_pll(_lm, key: tuple, text: str):
+    from inspector.analyses import loss
+
+    return _on_device(_lm, loss.pseudo_log_likelihood, _lm, text)
+
+
+@st.cache_data(show_spinner="Asking the next-sentence head…", max_entries=32)
+def run_nsp(_lm, key: tuple, text_a: str, text_b: str):
+    from inspector.analyses import loss
+
+    return _on_device(_lm, loss.next_sentence, _lm, text_a, text_b)
+
+
+@st.cache_data(show_spinner="Differentiating the loss…", max_entries=32)
+def run_gradient_check(_lm, key: tuple, text: str, text_pair: str | None, position: int):
+    from inspector.analyses import loss
+
+    enc = _encode(_lm, text, text_pair)
+    return _on_device(_lm, loss.logit_gradient_check, _lm, enc, position)
+
+
+def encoder_only_note(lm, what: str) -> bool:
+    """Show the standard note and return True when `lm` has no language-model head."""
+    if lm.is_causal or lm.has_mlm_head:
+        return False
+    st.info(f"{what} is not available for an encoder-only model: {lm.architecture} ({lm.spec}) has no "
+            "language-model head. Pick bundled:gpt2-mini (causal LM) or a BERT checkpoint saved with its "
+            "masked-LM head in the sidebar.")
+    return True
+
+
+def top_predictions(tokens_row, probs_row, n: int = 3) -> str:
+    """'tok (p), tok (p)' for a table cell (plain text: st.dataframe does not render HTML)."""
+    return ", ".join(f"{t!r} ({p:.2f})" for t, p in list(zip(tokens_row, probs_row))[:n])
+
+
+def per_token(n: int, positions, values) -> list[float | None]:
+    """Align values given at `positions` to n tokens (None where a token has no value)."""
+    out: list[float | None] = [None] * n
+    for p, v in zip(positions, values):
+        out[int(p)] = float(v)
+    return out
+
+
+def text_token_options(enc, limit: int = 40) -> dict[int, str]:
+    """id -> readable label of the distinct ordinary tokens of an encoded text (first `limit`)."""
+    out: dict[int, str] = {}
+    for tid, tok, special in zip(enc.input_ids[0].tolist(), enc.tokens, enc.special):
+        if not special and tid not in out:
+            out[int(tid)] = repr(tok)
+        if len(out) >= limit:
+            break
+    return out
+
+
+def parse_token_list(raw: str | None) -> tuple:
+    """'the, 42, cat' -> ('the', 42, 'cat'): integers become ids, the rest token strings (kept verbatim)."""
+    if not raw:
+        return ()
+    out = []
+    for part in raw.split(","):
+        item = part.strip()
+        if not item:
+            continue
+        out.append(int(item) if item.isdigit() else item)
+    return tuple(out)
+
+
+def attribution_positions(enc, causal: bool) -> dict[int, str]:
+    """position -> label of the tokens an attribution can explain (causal: 1..T, T = after the text)."""
+    if causal:
+        out = {i: f"{i}: {enc.tokens[i]!r}" for i in range(1, enc.n_tokens)}
+        out[enc.n_tokens] = f"{enc.n_tokens}: the token after the text (model's top prediction)"
+        return out
+    return {i: f"{i}: {enc.tokens[i]!r}" for i in range(enc.n_tokens) if not enc.special[i]}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def report_request(ctx: PageContext, sections, settings: dict) -> tuple:
+    """What a built report depends on (plain strings): a stored report is shown only for the same request."""
+    return (model_key(ctx.lm), ctx.text, ctx.text_pair or "", tuple(sections), tuple(sorted(settings.items())))
+
+
+def build_report(lm, text: str, text_pair: str | None, sections, settings: dict, progress=None) -> dict:
+    """Build a report once (inside the device queue) and render it in every format, as plain strings."""
+    import re
+
+    from inspector import report
+
+    rep = _on_device(lm, report.build_report, lm, text, sections=list(sections), settings=settings,
+                     progress=progress, text_pair=text_pair)
+    rows = [{"section": report.SECTION_TITLES.get(name, name), "status": sec.status, "note": sec.reason,
+             "seconds": sec.seconds} for name, sec in rep.sections.items()]
+    stem = "inspector-report-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", rep.title).strip("-.")[:80] or "model")
+    return {"html": report.render(rep, "html"), "json": report.render(rep, "json"), "md": report.render(rep, "md"),
+            "sections": rows, "seconds": rep.seconds, "title": rep.title, "file_stem": stem}
+
+
+# --------------------------------------------------------------------------- foundations
+
+
+def corpus_text() -> str | None:
+    """The bundled training corpus (token frequencies, co-occurrences), or None when it is absent."""
+    from inspector.analyses import embeddings
+
+    path = embeddings.DEFAULT_CORPUS
+    return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
+
+
+@st.cache_data(show_spinner="Checking every seed claim on the loaded model…", max_entries=16)
+def run_claims(_lm, key: tuple, text: str, use_corpus: bool):
+    from inspector.analyses import foundations
+
+    corpus = corpus_text() if use_corpus else None
+    return _on_device(_lm, foundations.claims_on_model, _lm, text, corpus)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def run_experiment(name: str, **kwargs):
+    """A seed experiment of inspector.analyses.foundations that needs no model (cached by its arguments)."""
+    from inspector.analyses import foundations
+
+    allowed = {"random_qk_scaling", "sigma_vs_dim", "softmax_scaling", "softmax_temperature", "loss_race",
+               "gaussian_kl", "discrete_kl"}
+    if name not in allowed:
+        raise ValueError(f"unknown experiment {name}")
+    return getattr(foundations, name)(**kwargs)
+
+
+@st.cache_data(show_spinner="Differentiating one prediction of the model…", max_entries=32)
+def run_loss_identities(_lm, key: tuple, text: str):
+    from inspector.analyses import foundations
+
+    return _on_device(_lm, foundations.loss_identities, _lm, text)
+
+
+def claims_rows(rows) -> list[dict]:
+    """ClaimRow results as table rows (verdict first, for sorting)."""
+    return [{"verdict": r.verdict, "seed": r.seed, "claim": r.claim, "measured": r.measured,
+             "rule": r.threshold, "note": r.note} for r in rows]
+
+
+TEMPERATURE_OPTIONS = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 7.07, 10.0, 20.0, 50.0]
+
+
+def verdict_counts(rows) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for r in rows:
+        out[r.verdict] = out.get(r.verdict, 0) + 1
+    return out
+
+
+def parse_numbers(raw: str) -> tuple[float, ...]:
+    """'0.2, 0.5 0.3' -> (0.2, 0.5, 0.3); a readable InputError otherwise."""
+    from inspector.errors import InputError
+
+    parts = [p for p in raw.replace(",", " ").split() if p]
+    try:
+        return tuple(float(p) for p in parts)
+    except ValueError:
+        raise InputError(f"'{raw}' is not a list of numbers.", "Write numbers separated by commas, e.g. 0.2, 0.5, 0.3.") from None
+
+
+# --------------------------------------------------------------------------- compare
+
+
+def comparison_specs() -> list[str]:
+    """Every bundled model and checkpoint as a spec (default checkpoint without @)."""
+    out = []
+    for c in bundled_choices():
+        cps = list(c.checkpoints) or [c.default_checkpoint]
+        for cp in cps:
+            out.append(f"{models.BUNDLED_PREFIX}{c.name}" + ("" if cp == c.default_checkpoint or cp is None else f"@{cp}"))
+    return out
+
+
+def default_model_b(spec_a: str, options: list[str]) -> str | None:
+    """Another checkpoint of the same bundled model (the earliest), else the first other bundled model."""
+    base = spec_a.partition("@")[0]
+    same = [o for o in options if o.partition("@")[0] == base and o != spec_a]
+    others = [o for o in options if o != spec_a]
+    return (same or others or [None])[0]
+
+
+@st.cache_data(show_spinner="Comparing the two models on the text…", max_entries=16)
+def run_compare(_lm_a, key_a: tuple, _lm_b, key_b: tuple, text: str, masking: str, seed: int):
+    from inspector.analyses import compare
+
+    return _on_device(_lm_a, compare.compare_models, _lm_a, _lm_b, text, masking=masking, seed=seed)
+
+
+# --------------------------------------------------------------------------- figures
+
+
+@st.cache_resource(max_entries=512, show_spinner=False)
+def _cached_figure(builder: str, key: tuple, options: tuple, _args: tuple):
+    from inspector import plots
+
+    return getattr(plots, builder)(*_args, **dict(options))
+
+
+def chart(builder: str, key: tuple, *args, st_key: str, container=None, **options) -> None:
+    """Draw `inspector.plots.<builder>(*args, **options)`, built once per (builder, key, options).
+
+    Building a Plotly figure costs 50–300 ms of validation; a second visit must draw in well under
+    0.5 s, so figures are kept (read-only: st.plotly_chart only reads them). `key` must identify the
+    results passed in `args` (model key, text and settings), `options` must be plain values.
+    """
+    fig = _cached_figure(builder, tuple(key), tuple(sorted(options.items())), args)
+    (container or st).plotly_chart(fig, key=st_key)

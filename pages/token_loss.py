@@ -1,0 +1,109 @@
+"""Token loss: how surprised the model is by every token (causal CE / BERT masked-LM loss), perplexity, NSP."""
+import streamlit as st
+
+from inspector import plots
+from pages import _common
+
+ctx = _common.page_context()
+lm = ctx.lm
+_common.page_header(
+    "Token loss",
+    "Seed 000 / 004: L = −Σ log P(x_t | context); perplexity = exp(mean cross-entropy). Seed 002: BERT's "
+    "masked-LM loss is the mean cross-entropy over 15 % chosen positions (80 % [MASK], 10 % random, 10 % kept).")
+if _common.analysis_module("loss") is None:
+    _common.not_ready("token loss", "inspector.analyses.loss")
+    st.stop()
+if _common.encoder_only_note(lm, "Token loss"):
+    st.stop()
+
+unit = st.segmented_control("Units", ["nats", "bits"], default="nats", key="loss_unit", persist_state="session") or "nats"
+
+if lm.is_causal:
+    with _common.guard("the per-token loss"):
+        rep = _common.run_causal_loss(lm, ctx.key, ctx.text)
+        ce = rep.ce_nats if unit == "nats" else rep.ce_bits
+        c = st.columns(4)
+        c[0].metric("Perplexity", f"{rep.perplexity:.4f}", help="exp(mean cross-entropy in nats)")
+        c[1].metric(f"Mean cross-entropy ({unit}/token)",
+                    f"{rep.mean_ce_nats if unit == 'nats' else rep.mean_ce_bits:.4f}")
+        c[2].metric("Scored tokens", rep.n_scored, help="Every token but the first, which has no left context.")
+        c[3].metric("Forward windows", rep.n_windows,
+                    help=f"window {rep.window} tokens, stride {rep.stride}: long texts are scored with a sliding "
+                         "window, never truncated.")
+        values = _common.per_token(len(rep.tokens), rep.positions, ce)
+        st.subheader("Loss per token")
+        st.html(plots.colored_tokens_html(rep.tokens, values, value_name="cross-entropy", unit=unit))
+        _common.chart("token_bar_chart", (ctx.key, ctx.text, unit), rep.tokens, values,
+                      title=f"−log P(token | left context) per token ({unit})", y_title=unit,
+                      reference=rep.mean_ce_nats if unit == "nats" else rep.mean_ce_bits, reference_label="mean",
+                      st_key="loss_bars")
+        st.dataframe([{"position": int(p), "token": rep.tokens[int(p)], f"CE ({unit})": float(v),
+                       "P(token)": float(pr), "rank": int(r), f"entropy ({unit})": float(e),
+                       "context": int(cl), "model's top predictions": _common.top_predictions(tt, tp)}
+                      for p, v, pr, r, e, cl, tt, tp in zip(
+                          rep.positions, ce, rep.prob, rep.rank,
+                          rep.entropy_nats if unit == "nats" else rep.entropy_bits,
+                          rep.context_len, rep.top_tokens, rep.top_probs)],
+                     hide_index=True, key="loss_table")
+else:
+    with _common.guard("the masked-LM loss"):
+        seed = st.number_input("Masking seed", 0, 10_000, 0, key="mlm_seed", persist_state="session")
+        rep = _common.run_masked_loss(lm, ctx.key, ctx.text, int(seed))
+        ce = rep.ce_nats if unit == "nats" else rep.ce_bits
+        c = st.columns(4)
+        c[0].metric("MLM loss (nats)", f"{rep.loss:.4f}", help="mean cross-entropy over the chosen positions")
+        c[1].metric("Perplexity", f"{rep.perplexity:.4f}")
+        c[2].metric("Accuracy", f"{rep.accuracy:.1%}", help="chosen positions where the original token ranks first")
+        c[3].metric("Chosen / content tokens", f"{rep.n_chosen} / {rep.n_candidates}",
+                    help=f"{rep.n_mask} → [MASK], {rep.n_random} → random token, {rep.n_unchanged} kept")
+        values = _common.per_token(len(rep.tokens), rep.positions, ce)
+        st.subheader("Loss at the chosen positions")
+        st.html(plots.colored_tokens_html(rep.tokens, values, value_name="cross-entropy", unit=unit))
+        _common.chart("token_bar_chart", (ctx.key, ctx.text, unit, int(seed)), rep.tokens, values,
+                      title=f"−log P(original | corrupted text) ({unit})", y_title=unit, st_key="mlm_bars")
+        kinds = {0: "[MASK]", 1: "random token", 2: "unchanged"}
+        st.dataframe([{"position": int(p), "original": rep.tokens[int(p)], "model saw": rt,
+                       "replacement": kinds.get(int(k), "?"), f"CE ({unit})": float(v), "P(original)": float(pr),
+                       "rank": int(r), "model's top predictions": _common.top_predictions(tt, tp)}
+                      for p, rt, k, v, pr, r, tt, tp in zip(rep.positions, rep.replacement_tokens,
+                                                            rep.replacement_kind, ce, rep.prob, rep.rank,
+                                                            rep.top_tokens, rep.top_probs)],
+                     hide_index=True, key="mlm_table")
+    with st.expander("Pseudo-log-likelihood (mask every token in turn)"):
+        if st.toggle("Compute it", key="pll_on"):
+            with _common.guard("the pseudo-log-likelihood"):
+                pll = _common.run_pll(lm, ctx.key, ctx.text)
+                st.metric("Pseudo-perplexity", f"{pll.pseudo_perplexity:.4f}", help=f"PLL = {pll.pll:.3f} nats")
+                st.html(plots.colored_tokens_html(pll.tokens, [-v for v in pll.log_prob], value_name="−log P"))
+    if lm.has_nsp_head:
+        st.subheader("Next-sentence prediction")
+        if not ctx.text_pair:
+            st.info("Type a second sentence in the sidebar to ask the NSP head whether it follows the text.")
+        else:
+            with _common.guard("next-sentence prediction"):
+                nsp = _common.run_nsp(lm, ctx.key, ctx.text, ctx.text_pair)
+                c = st.columns(3)
+                c[0].metric("Prediction", nsp.prediction)
+                c[1].metric("P(IsNext)", f"{nsp.p_is_next:.4f}")
+                c[2].metric("NSP loss if B follows A (nats)", f"{nsp.loss_if_next:.4f}")
+
+st.subheader("Where the gradient goes (seed 000)")
+st.caption("∂L/∂logits by autograd against the closed form P − onehot at one position, and which embedding "
+           "rows the gradient reaches.")
+with _common.guard("the gradient check"):
+    enc = _common.run_encode(lm, ctx.key, ctx.text, ctx.text_pair)
+    last = enc.n_tokens - 2  # causal: the last token has no next one; BERT: the last is [SEP]
+    if last < 1:
+        st.info("The text is too short for the gradient view: use a longer text.")
+    else:
+        pos = st.slider("Position", 0 if lm.is_causal else 1, last, min(last, max(1, enc.n_tokens // 2)),
+                        key="grad_pos", help="Causal LM: predict token position + 1. Masked LM: mask this position.")
+        g = _common.run_gradient_check(lm, ctx.key, ctx.text, ctx.text_pair, int(pos))
+        c = st.columns(4)
+        c[0].metric("Target token", repr(g.target_token))
+        c[1].metric("P(target)", f"{g.prob_target:.4f}", help=f"loss {g.loss:.4f} nats")
+        c[2].metric("max |autograd − (P − onehot)|", f"{g.logit_grad_max_abs_diff:.2g}")
+        c[3].metric("cos(−∂L/∂w_target, h)", f"{g.target_row_cos_h:.4f}",
+                    help="+1: a gradient-descent step pulls the target's output row toward h.")
+        st.dataframe([{"token": t, "∂L/∂z": float(v)} for t, v in zip(g.top_tokens, g.top_logit_grads)],
+                     hide_index=True, key="grad_table")

@@ -1,0 +1,346 @@
+"""Every page of the Streamlit app, run headless with AppTest on the bundled default model.
+
+The numbers a page shows are checked against the library (or against the model itself), not
+just "no exception". One AppTest tours all pages once (module fixture); scenario tests start
+their own AppTest with the sidebar's session state preset (models are cached in
+st.cache_resource, so they are shared across AppTest instances in this process).
+
+AppTest quirk (streamlit 1.67): before every run AppTest resets Streamlit's "legacy pages/
+folder" flag, and because this repository has a `pages/` folder every run after the first
+then executes the page file alone, without app.py (a real server clears the flag for good
+the first time app.py calls st.navigation). The `navigation_mode` fixture makes AppTest do
+what the server does; `test_page_without_app_py_draws_the_sidebar` covers a page run alone.
+"""
+from __future__ import annotations
+
+import html
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from streamlit.testing.v1 import AppTest
+
+REPO = Path(__file__).resolve().parents[2]
+APP = str(REPO / "app.py")
+PAGES = ["overview", "layernorm", "attention", "embeddings", "token_loss", "attribution", "compare",
+         "foundations", "report"]
+SAMPLES = REPO / "data" / "samples"
+
+
+@pytest.fixture(autouse=True)
+def navigation_mode(monkeypatch):
+    """Run app.py on every AppTest run, as `streamlit run` does once st.navigation has been called."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.testing.v1 import app_test
+
+    class NavigationPagesManager(PagesManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False  # what st.navigation sets in a real session
+
+    monkeypatch.setattr(app_test, "PagesManager", NavigationPagesManager)
+
+
+def default_spec() -> str:
+    from inspector import bundled
+
+    names = {m.name for m in bundled.list_bundled() if m.available}
+    return "bundled:gpt2-mini" if "gpt2-mini" in names else "bundled:minilm"
+
+
+def bundled_available(name: str) -> bool:
+    from inspector import bundled
+
+    return any(m.name == name and m.available for m in bundled.list_bundled())
+
+
+def new_app(**state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180)
+    for key, value in state.items():
+        at.session_state[key] = value
+    return at
+
+
+def snapshot(at: AppTest) -> dict:
+    """What a page showed, as plain values."""
+    return {
+        "exceptions": [e.value for e in at.exception],
+        "errors": [e.value for e in at.error],
+        "infos": [e.value for e in at.info],
+        "warnings": [e.value for e in at.warning],
+        "titles": [t.value for t in at.title],
+        "metrics": {m.label: m.value for m in at.metric},
+        "dataframes": [d.value for d in at.dataframe],
+        "html": [h.proto.body for h in at.html],
+        "charts": len(at.get("plotly_chart")),
+    }
+
+
+def assert_clean(snap: dict, page: str) -> None:
+    assert not snap["exceptions"], f"{page}: exception {snap['exceptions']}"
+    assert not snap["errors"], f"{page}: error {snap['errors']}"
+    for text in snap["errors"] + snap["infos"] + snap["warnings"]:
+        assert "Traceback" not in text
+
+
+@pytest.fixture(scope="module")
+def spec() -> str:
+    return default_spec()
+
+
+@pytest.fixture(scope="module")
+def lm(spec):
+    from inspector import models
+
+    return models.load(spec)
+
+
+@pytest.fixture(scope="module")
+def english() -> str:
+    return (SAMPLES / "english.txt").read_text(encoding="utf-8").strip()
+
+
+@pytest.fixture(scope="module")
+def tour(spec):
+    """Open the app, then every page once, then every page a second time (timed)."""
+    at = new_app()
+    at.run(timeout=180)
+    first = snapshot(at)
+    sidebar = {"model": at.selectbox(key="model_choice").value, "text": at.text_area(key="text").value,
+               "has_pair": any(w.key == "text_pair" for w in at.text_input)}
+    pages, second = {}, {}
+    for page in PAGES:
+        at.switch_page(f"pages/{page}.py").run(timeout=180)
+        pages[page] = snapshot(at)
+    for page in PAGES:
+        t0 = time.perf_counter()
+        at.switch_page(f"pages/{page}.py").run(timeout=60)
+        second[page] = time.perf_counter() - t0
+        assert_clean(snapshot(at), page)
+    return {"first": first, "sidebar": sidebar, "pages": pages, "second": second}
+
+
+# --------------------------------------------------------------------------- the tour
+
+
+def test_app_opens_on_the_bundled_default(tour, spec, english):
+    assert tour["sidebar"]["model"] == spec
+    assert tour["sidebar"]["text"] == english  # the English sample is the default text
+    assert tour["first"]["titles"] == ["Overview"]
+    assert_clean(tour["first"], "first page")
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_runs_cleanly(tour, page):
+    snap = tour["pages"][page]
+    assert_clean(snap, page)
+    assert snap["titles"], f"{page} shows no title"
+
+
+def test_second_visit_is_fast(tour):
+    slow = {p: round(s, 3) for p, s in tour["second"].items() if s >= 0.5}
+    assert not slow, f"second visit over 0.5 s: {slow}"
+
+
+def test_overview_facts(tour, lm):
+    snap = tour["pages"]["overview"]
+    n_params = sum(p.numel() for p in lm.model.parameters())
+    assert snap["metrics"]["Parameters"] == _format_count(n_params)
+    assert snap["metrics"]["Layers × heads"] == f"{lm.model.config.num_hidden_layers} × {lm.model.config.num_attention_heads}"
+    frames = snap["dataframes"]
+    arch = frames[0].set_index("field")["value"]
+    assert arch["architecture"] == type(lm.model).__name__
+    params = frames[1]
+    assert int(params["parameters"].sum()) == n_params
+    capture_modules = frames[2]
+    assert len(capture_modules) == lm.model.config.num_hidden_layers
+    provenance = frames[3].set_index("field")["value"]
+    assert provenance["spec"] == lm.spec and provenance["commit_hash"].startswith("sha256:")
+
+
+def test_layernorm_table_has_one_row_per_norm_layer(tour, lm):
+    snap = tour["pages"]["layernorm"]
+    norm_names = [n for n, m in lm.model.named_modules() if isinstance(m, torch.nn.LayerNorm)]
+    table = snap["dataframes"][0]
+    assert len(table) == len(norm_names) > 0
+    assert list(table["name"]) == norm_names
+    assert snap["metrics"]["Norm layers"] == str(len(norm_names))
+    # γ of the first layer: the table's mean is the module's own weight mean
+    first = dict(lm.model.named_modules())[norm_names[0]]
+    assert table["gamma_mean"].iloc[0] == pytest.approx(first.weight.double().mean().item(), rel=1e-6)
+    assert snap["charts"] >= 4  # γ and β histograms, ranges, activations
+
+
+def test_attention_page_shows_fidelity_and_heatmaps(tour, lm):
+    snap = tour["pages"]["attention"]
+    fidelity = next(v for k, v in snap["metrics"].items() if k.startswith("Fidelity"))
+    assert float(fidelity) == 0.0  # fp32: the instrumented forward is the plain forward
+    d_head = lm.model.config.hidden_size // lm.model.config.num_attention_heads
+    assert snap["metrics"]["d_head"] == str(d_head)
+    assert snap["metrics"]["√d_head (seed's σ prediction)"] == f"{math.sqrt(d_head):.3f}"
+    assert snap["charts"] >= 4  # σ heat maps, other statistic, pattern, what-if
+    table = snap["dataframes"][0]
+    assert len(table) == lm.model.config.num_hidden_layers * lm.model.config.num_attention_heads
+
+
+def test_embeddings_page(tour, lm):
+    snap = tour["pages"]["embeddings"]
+    rows = lm.model.get_input_embeddings().weight.shape[0]
+    assert snap["metrics"]["Token rows"] == f"{rows:,}"
+    assert snap["charts"] >= 4
+
+
+def test_token_loss_perplexity_equals_the_library(tour, lm, english):
+    snap = tour["pages"]["token_loss"]
+    if not lm.is_causal:
+        assert any("not available for an encoder-only model" in i for i in snap["infos"])
+        pytest.skip("the bundled GPT-2 is not built: the default model is encoder-only")
+    from inspector.analyses import loss
+
+    rep = loss.causal_token_loss(lm, english)
+    assert snap["metrics"]["Perplexity"] == f"{rep.perplexity:.4f}"
+    assert len(snap["html"]) >= 1 and snap["charts"] >= 1
+    table = snap["dataframes"][0]
+    assert len(table) == rep.n_scored
+
+
+def test_attribution_page(tour, lm):
+    snap = tour["pages"]["attribution"]
+    if not (lm.is_causal or lm.has_mlm_head):
+        assert any("not available for an encoder-only model" in i for i in snap["infos"])
+        return
+    delta = float(snap["metrics"]["Convergence delta"])
+    f_in, f_base = float(snap["metrics"]["f(input)"]), float(snap["metrics"]["f(baseline)"])
+    assert abs(delta) <= 0.05 * abs(f_in - f_base) + 1e-3
+    assert snap["html"] and snap["charts"] >= 1
+
+
+def test_foundations_page_lists_every_claim_with_a_verdict(tour, lm, english):
+    from inspector.analyses import foundations, layernorm
+
+    snap = tour["pages"]["foundations"]
+    table = snap["dataframes"][0]
+    # The same claims in the same order (the page counts frequencies on the bundled corpus; the claim
+    # list does not depend on it, and the text-only run is much cheaper).
+    rows = foundations.claims_on_model(lm, english)
+    assert list(table["claim"]) == [r.claim for r in rows]
+    counts = table["verdict"].value_counts()
+    assert int(snap["metrics"]["Hold"]) == counts.get(foundations.HOLDS, 0)
+    assert int(snap["metrics"]["Do not hold"]) == counts.get(foundations.DOES_NOT_HOLD, 0)
+    assert int(snap["metrics"]["Not applicable to this model"]) == counts.get(foundations.NOT_APPLICABLE, 0)
+    # one verdict checked independently: "γ mostly in 0.2–0.4" holds iff most γ lie in the band
+    rep = layernorm.layernorm_stats(lm)
+    gamma_row = table[table["claim"].str.contains("γ")].iloc[0]
+    expected = foundations.HOLDS if rep.pooled_gamma.frac_in_band >= 0.5 else foundations.DOES_NOT_HOLD
+    assert gamma_row["verdict"] == expected
+    assert snap["charts"] >= 5  # σ vs √d, softmax, temperature, loss race, KL
+
+
+def test_compare_page_defaults_to_another_checkpoint(tour, spec):
+    from inspector import bundled
+
+    snap = tour["pages"]["compare"]
+    info = next(m for m in bundled.list_bundled() if f"bundled:{m.name}" == spec)
+    if len(info.checkpoints) < 2:
+        assert any("Type the model B" in i for i in snap["infos"])
+        pytest.skip(f"{spec} has a single checkpoint: nothing to compare by default")
+    assert float(snap["metrics"]["max |H(A,B) − H(A) − KL(A‖B)|"]) < 1e-9  # seed 004's identity
+    assert float(snap["metrics"]["Mean KL(A‖B), nats"]) > 0  # two different checkpoints disagree
+    assert snap["charts"] >= 3  # divergence, drift, attention
+
+
+# --------------------------------------------------------------------------- scenarios
+
+
+def test_encoder_only_model_says_loss_is_not_available():
+    at = new_app(model_choice="bundled:minilm")
+    at.run(timeout=180)
+    assert any(w.key == "text_pair" for w in at.text_input), "BERT models get a second-sentence field"
+    for page in ("token_loss", "attribution"):
+        at.switch_page(f"pages/{page}.py").run(timeout=180)
+        snap = snapshot(at)
+        assert_clean(snap, page)
+        assert any("not available for an encoder-only model" in i for i in snap["infos"]), snap["infos"]
+
+
+def test_bad_model_name_gives_a_readable_error_and_the_app_recovers(spec):
+    at = new_app(model_choice="__other__", model_custom="/nonexistent/model-folder")
+    at.run(timeout=180)
+    snap = snapshot(at)
+    assert not snap["exceptions"]
+    assert snap["errors"] and "/nonexistent/model-folder" in snap["errors"][0]
+    assert "outside the allowed model folders" in snap["errors"][0] and "INSPECTOR_MODEL_ROOTS" in snap["errors"][0]
+    assert "Traceback" not in snap["errors"][0]
+    assert any("No model is loaded" in w for w in snap["warnings"])
+    at.selectbox(key="model_choice").select(spec).run(timeout=180)
+    snap = snapshot(at)
+    assert_clean(snap, "overview after recovery")
+    assert "Parameters" in snap["metrics"]
+
+
+def test_empty_text_gives_a_readable_error():
+    at = new_app(text="   \n  ")
+    at.run(timeout=180)
+    at.switch_page("pages/attention.py").run(timeout=180)
+    snap = snapshot(at)
+    assert not snap["exceptions"]
+    assert snap["errors"] and all("empty" in e for e in snap["errors"])
+
+
+def test_sample_texts_fill_the_text_box():
+    at = new_app()
+    at.run(timeout=180)
+    at.selectbox(key="sample").select("Vietnamese").run(timeout=180)
+    assert at.text_area(key="text").value == (SAMPLES / "vietnamese.txt").read_text(encoding="utf-8").strip()
+    at.selectbox(key="sample").select("Python code").run(timeout=180)
+    assert "def moving_average" in at.text_area(key="text").value
+
+
+def test_tokens_are_html_escaped(spec):
+    model = spec if spec == "bundled:gpt2-mini" else ("bundled:bert-mini" if bundled_available("bert-mini") else None)
+    if model is None:
+        pytest.skip("no bundled language model with a loss head is built")
+    hostile = "<script>alert('x')</script> <b>bold</b> & <img src=x onerror=alert(1)>"
+    at = new_app(model_choice=model, text=hostile)
+    at.run(timeout=180)
+    at.switch_page("pages/token_loss.py").run(timeout=180)
+    snap = snapshot(at)
+    assert_clean(snap, "token_loss")
+    body = "".join(snap["html"])
+    assert body, "the coloured-token HTML is missing"
+    assert "<script" not in body and "<img" not in body and "<b>" not in body
+    assert html.escape("<") in body
+
+
+def test_report_page_builds_a_downloadable_report():
+    at = new_app()
+    at.run(timeout=180)
+    at.switch_page("pages/report.py").run(timeout=180)
+    at.multiselect(key="report_sections").set_value(["overview", "layernorm", "attention"]).run(timeout=180)
+    at.button(key="report_build").click().run(timeout=300)
+    snap = snapshot(at)
+    assert_clean(snap, "report")
+    assert any("Report built" in s.value for s in at.success)
+    sections = snap["dataframes"][0]
+    assert list(sections["status"]) == ["ok", "ok", "ok"]
+    assert at.get("download_button"), "no download button"
+
+
+def test_page_without_app_py_draws_the_sidebar(spec):
+    """A fresh session that lands on a page file directly (Streamlit's legacy pages/ mode on a
+    server's first request) still gets the shared sidebar and real numbers."""
+    at = AppTest.from_file(str(REPO / "pages" / "layernorm.py"), default_timeout=180)
+    at.run(timeout=180)
+    snap = snapshot(at)
+    assert_clean(snap, "layernorm without app.py")
+    assert at.selectbox(key="model_choice").value == spec
+    assert int(snap["metrics"]["Norm layers"]) > 0
+
+
+def _format_count(n: int) -> str:
+    from pages._common import format_count
+
+    return format_count(n)

@@ -1,0 +1,102 @@
+"""inspector.plots: every figure builds from real results of tiny models, and user text is always escaped."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import plotly.graph_objects as go
+import pytest
+
+from inspector import plots
+from inspector.inputs import encode
+
+HOSTILE = ["<script>alert(1)</script>", "<b>", "a & b", '"quoted"', "\n", " ", "", "<img src=x onerror=alert(1)>"]
+
+
+def test_token_label_escapes_and_shows_whitespace():
+    assert plots.token_label("<b>") == "&lt;b&gt;"
+    assert plots.token_label("a & b") == "a &amp; b"
+    assert plots.token_label("\n") == "↵"
+    assert plots.token_label("  ") == "··"
+    assert plots.token_label("") == "∅"
+    assert plots.token_label("x" * 100).endswith("…")
+
+
+def test_colored_tokens_html_escapes_every_token():
+    out = plots.colored_tokens_html(HOSTILE, [1.0, None, 0.5, float("nan"), 2.0, 0.0, 1.0, 3.0],
+                                    value_name="<loss>", unit="<u>")
+    assert "<script" not in out and "<img" not in out and "<b>" not in out and "<loss>" not in out
+    assert "&lt;script&gt;" in out and "&amp;" in out
+    assert out.count("<span ") == len(HOSTILE)
+
+
+def test_colored_tokens_signed_colours():
+    out = plots.colored_tokens_html(["up", "down"], [1.0, -1.0], signed=True)
+    assert "rgba(178,24,43" in out and "rgba(33,102,172" in out
+
+
+def _json(fig: go.Figure) -> go.Figure:
+    """The figure itself, after checking it serialises (what Streamlit sends to the browser)."""
+    assert isinstance(fig, go.Figure)
+    json.loads(fig.to_json())
+    return fig
+
+
+def test_layernorm_figures(tiny_gpt2):
+    from inspector.analyses import layernorm
+
+    rep = layernorm.layernorm_stats(tiny_gpt2)
+    fig = _json(plots.param_histogram(rep.pooled_gamma, "γ", band=rep.gamma_band))
+    assert fig.layout.yaxis.type == "log"
+    assert np.nansum(np.asarray(fig.data[0].y, dtype=float)) == rep.pooled_gamma.n
+    assert len(_json(plots.norm_layer_ranges(rep)).data[0].x) == len(rep.layers)
+    assert len(_json(plots.norm_histogram_heatmap(rep)).data[0].y) == len(rep.layers)
+    acts = layernorm.layernorm_activations(tiny_gpt2, "The quick brown fox.")
+    assert len(_json(plots.norm_activation_chart(acts)).data) == 2
+
+
+def test_attention_figures(tiny_gpt2):
+    from inspector.analyses import attention
+
+    enc = encode(tiny_gpt2, "The quick brown fox <b> jumps & the the")
+    rep = attention.attention_logit_report(tiny_gpt2, enc)
+    fig = _json(plots.attention_sigma_heatmaps(rep))
+    assert len(fig.data) == 2
+    np.testing.assert_allclose(np.asarray(fig.data[0].customdata, dtype=float), rep.std)  # cells show σ itself
+    np.testing.assert_allclose(np.asarray(fig.data[0].z, dtype=float), np.log2(rep.std / rep.sqrt_d_head))
+    for q in ("entropy_fraction", "max_prob", "ratio"):
+        _json(plots.attention_heatmap(rep, q))
+    pattern = attention.attention_pattern(tiny_gpt2, enc, 1, 2)
+    fig = _json(plots.attention_pattern_heatmap(pattern))
+    labels = list(fig.data[0].x)
+    assert len(labels) == len(set(labels)) == enc.n_tokens  # repeated tokens keep their own column
+    assert not any("<b>" in lab for lab in labels)
+    what_if = attention.scaling_what_if(tiny_gpt2, enc, 0)
+    _json(plots.scaling_what_if_chart(what_if))
+
+
+def test_embedding_and_token_figures(tiny_gpt2):
+    from inspector.analyses import embeddings
+
+    proj = embeddings.project_tokens(tiny_gpt2, n_tokens=None)
+    clusters = embeddings.cluster_tokens(tiny_gpt2, 4, n_tokens=None)
+    fig = _json(plots.embedding_scatter(proj, clusters.clusters.labels, clusters.exemplars))
+    assert sum(len(t.x) for t in fig.data) == len(proj.tokens)
+    assert len(fig.data) == 4
+    pos = embeddings.position_embeddings(tiny_gpt2)
+    _json(plots.position_cosine_heatmap(pos))
+    _json(plots.position_norms_chart(pos))
+    ce = embeddings.contextual_embeddings(tiny_gpt2, "The quick brown fox.")
+    _json(plots.contextual_layers_chart(ce))
+    _json(plots.token_cosine_heatmap(ce, 0))
+    fig = _json(plots.token_bar_chart(["<a>", "b"], [1.0, None], title="t", y_title="nats"))
+    assert list(fig.layout.xaxis.ticktext) == ["&lt;a&gt;", "b"]
+
+
+@pytest.mark.parametrize("method", ["integrated_gradients", "saliency"])
+def test_attribution_figure(tiny_gpt2, method):
+    from inspector.analyses import attribution
+
+    res = attribution.attribute(tiny_gpt2, "The quick brown fox jumps", method=method, steps=8)
+    fig = _json(plots.attribution_bar_chart(res))
+    assert len(fig.data[0].y) == res.n_tokens
