@@ -429,6 +429,18 @@ def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
     return wrap(model, tokenizer, provenance=provenance, kind=kind)
 
 
+def _execution_device(model: torch.nn.Module) -> torch.device:
+    """Where inputs go: with a device_map, the first real device in it (offloaded modules keep
+    their parameters on 'meta' and accelerate runs them on such a device); else the parameters' device."""
+    device_map = getattr(model, "hf_device_map", None)
+    if device_map:
+        for where in device_map.values():
+            if where not in ("disk", "meta"):
+                return torch.device(f"cuda:{where}" if isinstance(where, int) else where)
+        return torch.device("cpu")
+    return next(model.parameters()).device
+
+
 def wrap(model: torch.nn.Module, tokenizer, *, provenance: Provenance | None = None,
          kind: ModelKind | None = None) -> LoadedModel:
     """Wrap an already-built model (tests, notebooks) the same way `load` does."""
@@ -438,7 +450,7 @@ def wrap(model: torch.nn.Module, tokenizer, *, provenance: Provenance | None = N
     capture.install(model)
     n_heads = config.num_attention_heads
     d_model = config.hidden_size
-    param = next(model.parameters())
+    param = next((p for p in model.parameters() if p.device.type != "meta"), next(model.parameters()))
     max_pos = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 0
     return LoadedModel(
         model=model.eval(),
@@ -446,7 +458,7 @@ def wrap(model: torch.nn.Module, tokenizer, *, provenance: Provenance | None = N
         kind=kind or kind_of(model),
         family=config.model_type,
         architecture=type(model).__name__,
-        device=param.device,
+        device=_execution_device(model),
         dtype=param.dtype,
         n_layers=config.num_hidden_layers,
         n_heads=n_heads,
