@@ -106,7 +106,7 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 def _add_text_options(p: argparse.ArgumentParser) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--text", help="the text to analyse")
-    src.add_argument("--text-file", metavar="FILE", help="read the text from a UTF-8 file ('-' = standard input)")
+    src.add_argument("--text-file", metavar="FILE", help="read the text from a UTF-8 file ('-' = standard input); one final newline is dropped")
     p.add_argument("--text-pair", metavar="TEXT", help="second sentence (BERT: segment B, next-sentence prediction)")
 
 
@@ -161,17 +161,26 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- helpers
 
 
+def _without_final_newline(text: str) -> str:
+    """Drop the one line terminator editors put at the end of a file: the text analysed is then the
+    text a user would paste into the app (a trailing newline is a token of its own)."""
+    for ending in ("\r\n", "\n"):
+        if text.endswith(ending):
+            return text[: -len(ending)]
+    return text
+
+
 def _read_text(args) -> str:
     if args.text is not None:
         return args.text
     name = args.text_file
     try:
         if name == "-":
-            return sys.stdin.read()
+            return _without_final_newline(sys.stdin.read())
         path = Path(os.path.expanduser(name))
         if path.is_dir():
             raise CLIError(f"'{name}' is a directory, not a text file.", "Give the path of a UTF-8 text file.")
-        return path.read_text(encoding="utf-8")
+        return _without_final_newline(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise CLIError(f"Text file '{name}' does not exist.", "Check the path, or pass the text with --text.") from None
     except UnicodeDecodeError as exc:

@@ -368,3 +368,25 @@ def test_eight_concurrent_sessions_get_their_own_results(spec, lm):
     for (problems, shown), want in zip(results, expected):
         assert not problems
         assert shown == want
+
+
+def test_compare_page_and_cli_give_the_same_figures(tour, spec, tmp_path):
+    """Bundled final vs step-0 on the English sample: the page's figures are the CLI report's."""
+    import json
+
+    from inspector import cli
+
+    snap = tour["pages"]["compare"]
+    if spec != "bundled:gpt2-mini":
+        pytest.skip("needs the bundled GPT-2 checkpoints")
+    out = tmp_path / "cmp.json"
+    assert cli.main(["compare", spec, f"{spec}@step-0", "--text-file", str(SAMPLES / "english.txt"),
+                     "--out", str(out), "-q"]) == 0
+    data = json.loads(out.read_text())["sections"]["compare"]["results"]["comparison"]["data"]
+    div, words = data["divergence"], data["words"]
+    m = snap["metrics"]
+    assert m["Perplexity A"] == f"{div['perplexity_a']:.4g}" and m["Perplexity B"] == f"{div['perplexity_b']:.4g}"
+    assert m["Mean KL(A‖B), nats"] == f"{div['mean_kl_ab_nats']:.4f}"
+    assert m["Mean KL(B‖A), nats"] == f"{div['mean_kl_ba_nats']:.4f}"
+    assert m["Bits per byte A"] == f"{words['bits_per_byte_total_a']:.4f}"
+    assert m["Bits per byte B"] == f"{words['bits_per_byte_total_b']:.4f}"

@@ -257,3 +257,13 @@ def test_small_models_run_on_one_thread_unless_told(gpt2_folder, tmp_path, monke
     assert calls == [1]
     assert run_cli(*common, "--out", str(tmp_path / "b.json"), "--threads", "2") == 0
     assert calls == [1, 2]
+
+
+@pytest.mark.parametrize("raw, text", [("a b\n", "a b"), ("a b\r\n", "a b"), ("a b\n\n", "a b\n"), ("a b", "a b")])
+def test_text_file_loses_only_its_final_line_terminator(raw, text, tmp_path):
+    from inspector.cli import _read_text, build_parser
+
+    path = tmp_path / "t.txt"
+    path.write_bytes(raw.encode())
+    args = build_parser().parse_args(["report", "--text-file", str(path), "--out", str(tmp_path / "r.json")])
+    assert _read_text(args) == text
