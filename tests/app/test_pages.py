@@ -111,16 +111,29 @@ def tour(spec):
     first = snapshot(at)
     sidebar = {"model": at.selectbox(key="model_choice").value, "text": at.text_area(key="text").value,
                "has_pair": any(w.key == "text_pair" for w in at.text_input)}
-    pages, second = {}, {}
+    # Count the analyses that really run on each visit (every one goes through _common._on_device).
+    from pages import _common
+
+    real_on_device = _common._on_device
+
+    def visit(page: str, timeout: float) -> list:
+        calls = []
+        _common._on_device = lambda lm, fn, *a, **k: (calls.append(getattr(fn, "__name__", str(fn))),
+                                                       real_on_device(lm, fn, *a, **k))[1]
+        try:
+            at.switch_page(f"pages/{page}.py").run(timeout=timeout)
+        finally:
+            _common._on_device = real_on_device
+        return calls
+
+    pages, computed, second = {}, {}, {}
     for page in PAGES:
-        at.switch_page(f"pages/{page}.py").run(timeout=180)
+        computed[page] = visit(page, 180)
         pages[page] = snapshot(at)
     for page in PAGES:
-        t0 = time.perf_counter()
-        at.switch_page(f"pages/{page}.py").run(timeout=60)
-        second[page] = time.perf_counter() - t0
+        second[page] = visit(page, 60)
         assert_clean(snapshot(at), page)
-    return {"first": first, "sidebar": sidebar, "pages": pages, "second": second}
+    return {"first": first, "sidebar": sidebar, "pages": pages, "computed": computed, "second": second}
 
 
 # --------------------------------------------------------------------------- the tour
@@ -140,9 +153,11 @@ def test_every_page_runs_cleanly(tour, page):
     assert snap["titles"], f"{page} shows no title"
 
 
-def test_second_visit_is_fast(tour):
-    slow = {p: round(s, 3) for p, s in tour["second"].items() if s >= 0.5}
-    assert not slow, f"second visit over 0.5 s: {slow}"
+def test_second_visit_recomputes_nothing(tour):
+    """A second visit with the same inputs is drawn from the caches (its time: bench/bench_app.py)."""
+    assert tour["computed"]["token_loss"] and tour["computed"]["attention"]   # the count sees real work
+    recomputed = {page: calls for page, calls in tour["second"].items() if calls}
+    assert not recomputed, f"analyses re-run on the second visit: {recomputed}"
 
 
 def test_overview_facts(tour, lm):

