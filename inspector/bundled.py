@@ -254,6 +254,16 @@ def _optimizer(model, lr: float, weight_decay: float):
                               {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.95))
 
 
+def _step(model, optimizer, loss) -> None:
+    """One AdamW update with the gradient norm clipped at 1.0 (both models train this way)."""
+    import torch
+
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+
+
 def save_checkpoint(model, tokenizer, folder: Path) -> None:
     """save_pretrained with fp16 safetensors (half the bytes) and config dtype float32, so a plain
     from_pretrained (dtype="auto" reads config.json) returns a float32 model."""
@@ -361,10 +371,7 @@ def build_gpt2(out: Path, train_docs: list[str], valid_docs: list[str], s: GPT2S
         starts = torch.randint(0, len(train_ids) - s.context, (s.batch_size,), generator=generator)
         x = torch.stack([train_ids[i:i + s.context] for i in starts.tolist()])   # (B, T)
         loss = model(input_ids=x, labels=x).loss                                  # labels shift inside
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        _step(model, optimizer, loss)
         train_loss.append(loss.item())
         if (step + 1) % 25 == 0:
             log(f"gpt2-mini step {step + 1}/{s.steps} loss {sum(train_loss[-25:]) / 25:.3f} "
@@ -573,10 +580,7 @@ def build_bert(out: Path, train_docs: list[str], valid_docs: list[str], s: BERTS
         batch = _collate([train_maker.example(rng) for _ in range(s.batch_size)], ids["[PAD]"])
         mlm, nsp = bert_pretraining_losses(model, batch)
         loss = mlm + nsp
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        _step(model, optimizer, loss)
         train_loss.append(loss.item())
         train_mlm.append(mlm.item())
         train_nsp.append(nsp.item())
