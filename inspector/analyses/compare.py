@@ -32,6 +32,7 @@ import torch
 from .. import capture
 from ..errors import InputError, NotAvailableError
 from ..inputs import clean_text, display_token, encode
+from .loss import _windows  # the same windows as the loss page: each position predicted once
 
 __all__ = [
     "Disagreement", "TokenDivergence", "TextScore", "WordComparison", "ParameterDrift", "EmbeddingDrift",
@@ -446,18 +447,6 @@ def _head(lm, objective: str):
     return head
 
 
-def _causal_windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
-    """(begin, end, first predicted position) per window: every position 1..n−1 predicted exactly once."""
-    out, prev_end = [], 0
-    for begin in range(0, n, stride):
-        end = min(begin + window, n)
-        out.append((begin, end, max(prev_end, begin + 1)))
-        prev_end = end
-        if end == n:
-            break
-    return out
-
-
 def _causal_window_settings(*lms) -> tuple[int, int]:
     window = min((lm.max_positions or 1024) for lm in lms)
     return window, max(1, window // 2)
@@ -473,7 +462,7 @@ def _causal_hidden(lm, full_ids: list[int], window: int, stride: int, batch_size
     body = _body(lm)
     kwargs = {"use_cache": False} if lm.family == "gpt2" else {}
     ids = torch.tensor(full_ids, dtype=torch.long)
-    windows = _causal_windows(len(full_ids), window, stride)
+    windows = _windows(len(full_ids), window, stride)
     rows, i = [], 0
     while i < len(windows):
         length = windows[i][1] - windows[i][0]
