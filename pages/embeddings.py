@@ -9,9 +9,6 @@ _common.page_header(
     "Embeddings",
     "Seed 000: frequent tokens get larger norms ⚠ and embeddings form semantic clusters. Seed 002: BERT's positions "
     "are sinusoidal ⚠ (they are learned). Measured on the loaded model and the bundled corpus.")
-if _common.analysis_module("embeddings") is None:
-    _common.not_ready("embeddings", "inspector.analyses.embeddings")
-    st.stop()
 
 tab_table, tab_map, tab_nn, tab_pos, tab_text = st.tabs(
     ["Token table", "Map & clusters", "Neighbours", "Positions & segments", "Your text"])

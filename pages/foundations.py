@@ -9,9 +9,6 @@ _common.page_header(
     "Foundations",
     "Each claim of the five seed articles that a model can test, measured on the loaded model with a stated rule "
     "and a verdict; below, the articles' own experiments (seeds 001, 003, 004) to play with.")
-if _common.analysis_module("foundations") is None:
-    _common.not_ready("foundations", "inspector.analyses.foundations")
-    st.stop()
 
 st.subheader("The claims, on this model")
 with _common.guard("the claims on the model"):

@@ -9,9 +9,6 @@ _common.page_header(
     "LayerNorm",
     "Seed 003 claims GPT-2's γ lie mostly between 0.2 and 0.4 and its β near 0. Here are the real values, "
     "layer by layer.")
-if _common.analysis_module("layernorm") is None:
-    _common.not_ready("LayerNorm", "inspector.analyses.layernorm")
-    st.stop()
 
 with _common.guard("the LayerNorm statistics"):
     rep = _common.run_layernorm(ctx.lm, ctx.key)

@@ -1,6 +1,7 @@
 """Report: every analysis of the loaded model on the sidebar's text, as one HTML / JSON / Markdown file."""
 import streamlit as st
 
+from inspector import report
 from pages import _common
 
 ctx = _common.page_context()
@@ -9,10 +10,6 @@ _common.page_header(
     "Report",
     "One file with every analysis of the loaded model on the sidebar's text: HTML (self-contained, opens offline), "
     "JSON (all numbers, reloadable) or Markdown (summary tables).")
-report = _common.library_module("report")
-if report is None:
-    _common.not_ready("report", "inspector.report")
-    st.stop()
 
 with _common.guard("the report settings"):
     titles = report.SECTION_TITLES

@@ -10,9 +10,6 @@ _common.page_header(
     "Token loss",
     "Seed 000 / 004: L = −Σ log P(x_t | context); perplexity = exp(mean cross-entropy). Seed 002: BERT's "
     "masked-LM loss is the mean cross-entropy over 15 % chosen positions (80 % [MASK], 10 % random, 10 % kept).")
-if _common.analysis_module("loss") is None:
-    _common.not_ready("token loss", "inspector.analyses.loss")
-    st.stop()
 if _common.encoder_only_note(lm, "Token loss"):
     st.stop()
 
