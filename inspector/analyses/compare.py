@@ -32,7 +32,7 @@ import torch
 from .. import capture
 from ..errors import InputError, NotAvailableError
 from ..inputs import clean_text, display_token, encode
-from .loss import _windows  # the same windows as the loss page: each position predicted once
+from .loss import _window_batches, _windows  # the loss page's windows: each position predicted once
 
 __all__ = [
     "Disagreement", "TokenDivergence", "TextScore", "WordComparison", "ParameterDrift", "EmbeddingDrift",
@@ -463,18 +463,12 @@ def _causal_hidden(lm, full_ids: list[int], window: int, stride: int, batch_size
     kwargs = {"use_cache": False} if lm.family == "gpt2" else {}
     ids = torch.tensor(full_ids, dtype=torch.long)
     windows = _windows(len(full_ids), window, stride)
-    rows, i = [], 0
-    while i < len(windows):
-        length = windows[i][1] - windows[i][0]
-        j = i
-        while j < len(windows) and j - i < batch_size and windows[j][1] - windows[j][0] == length:
-            j += 1
-        group = windows[i:j]
+    rows = []
+    for group in _window_batches(windows, batch_size):
         x = torch.stack([ids[b:e] for b, e, _ in group]).to(lm.device)  # (b, W)
         h = body(input_ids=x, attention_mask=torch.ones_like(x), **kwargs).last_hidden_state  # (b, W, D)
         for r, (b, e, first) in enumerate(group):
             rows.append(h[r, first - 1 - b:e - 1 - b])
-        i = j
     out = torch.cat(rows)
     assert out.shape[0] == len(full_ids) - 1
     return out

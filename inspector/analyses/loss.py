@@ -335,6 +335,18 @@ def _window_settings(lm, window: int | None, stride: int | None) -> tuple[int, i
     return window, stride
 
 
+def _window_batches(windows, batch_size: int):
+    """Consecutive windows of equal length, at most `batch_size` at a time (one forward pass each)."""
+    i = 0
+    while i < len(windows):
+        length = windows[i][1] - windows[i][0]
+        j = i
+        while j < len(windows) and j - i < batch_size and windows[j][1] - windows[j][0] == length:
+            j += 1
+        yield windows[i:j]
+        i = j
+
+
 def _scored_hidden(lm, ids: torch.Tensor, windows, batch_size: int):
     """Yield (scored positions (n,), context lengths (n,), hidden rows predicting them (n, D)) per batch.
 
@@ -342,13 +354,7 @@ def _scored_hidden(lm, ids: torch.Tensor, windows, batch_size: int):
     whose logits are needed are kept.
     """
     body, _ = _causal_parts(lm)
-    i = 0
-    while i < len(windows):
-        length = windows[i][1] - windows[i][0]
-        j = i
-        while j < len(windows) and j - i < batch_size and windows[j][1] - windows[j][0] == length:
-            j += 1
-        group = windows[i:j]
+    for group in _window_batches(windows, batch_size):
         x = torch.stack([ids[b:e] for b, e, _ in group]).to(lm.device)  # (b, W)
         h = body(x)  # (b, W, D)
         rows, pos, ctx = [], [], []
@@ -358,7 +364,6 @@ def _scored_hidden(lm, ids: torch.Tensor, windows, batch_size: int):
             pos.append(p)
             ctx.append(p - b)
         yield torch.cat(pos), torch.cat(ctx), torch.cat(rows)
-        i = j
 
 
 def _tokenise_causal(lm, text: str):
