@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _util  # noqa: E402
 
-from inspector.analyses.loss import score_corpus  # noqa: E402
+from inspector.analyses.loss import _LOGIT_CHUNK_ELEMENTS, _window_batches, _windows, score_corpus  # noqa: E402
 from inspector.models import wrap  # noqa: E402
 
 CORPUS = _util.REPO / "data" / "corpus" / "train.txt"
@@ -55,6 +55,27 @@ def hf_guide_perplexity(model, ids: torch.Tensor, max_length: int, stride: int, 
             break
     ppl = torch.exp(torch.stack(nlls).sum() / end_loc)
     return float(ppl), n_scored
+
+
+def body_and_projection(model, ids: torch.Tensor, window: int, stride: int, batch_size: int, device) -> int:
+    """The least an exact scorer for these windows must compute, batched like inspector.
+
+    The transformer body over every window, then the vocabulary projection (matmul only: no
+    softmax, no loss) of the rows that are scored, in the chunks inspector uses. Reference time /
+    this time bounds the speed-up any exact scorer reaches at this batch size (up to the last
+    layer's context rows, which only serve as keys and values). Returns the number of windows.
+    """
+    windows = _windows(ids.numel(), window, stride)
+    body, head = model.base_model, model.get_output_embeddings()
+    step = max(1, _LOGIT_CHUNK_ELEMENTS.get(device.type, _LOGIT_CHUNK_ELEMENTS["cuda"]) // head.weight.shape[0])
+    with torch.inference_mode():
+        for group in _window_batches(windows, batch_size):
+            x = torch.stack([ids[b:e] for b, e, _ in group]).to(device)
+            h = body(input_ids=x, use_cache=False).last_hidden_state
+            rows = torch.cat([h[r, first - 1 - b:e - 1 - b] for r, (b, e, first) in enumerate(group)])
+            for start in range(0, rows.shape[0], step):
+                head(rows[start:start + step])
+    return len(windows)
 
 
 def load_setup(quick: bool, n_tokens: int | None):
@@ -93,7 +114,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="20 000 tokens instead of 250 000")
     ap.add_argument("--tokens", type=int, default=None, help="number of tokens scored (overrides the default)")
-    ap.add_argument("--batch-sizes", default="8,32", help="inspector batch sizes to time")
+    ap.add_argument("--batch-sizes", default="8,16,32", help="inspector batch sizes to time")
     ap.add_argument("--repeats", type=int, default=2, help="runs per variant, interleaved (median reported)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = ap.parse_args()
@@ -114,7 +135,11 @@ def main() -> None:
     for bs in batch_sizes:
         score_corpus(lm, ids[:4 * window], window=window, stride=stride, batch_size=bs)
 
-    times = {"reference": []} | {f"inspector bs={bs}": [] for bs in batch_sizes}
+    for bs in batch_sizes:
+        body_and_projection(lm.model, ids[:4 * window], window, stride, bs, device)
+    times = {"reference": []}
+    for bs in batch_sizes:
+        times |= {f"inspector bs={bs}": [], f"minimum bs={bs}": []}
     ppl = {}
     n_scored = {}
     for r in range(args.repeats):
@@ -124,6 +149,9 @@ def main() -> None:
             t0 = time.perf_counter()
             if name == "reference":
                 p, n = hf_guide_perplexity(lm.model, ids[None], window, stride, device)
+            elif name.startswith("minimum"):
+                p, n = float("nan"), 0
+                body_and_projection(lm.model, ids, window, stride, int(name.split("=")[1]), device)
             else:
                 res = score_corpus(lm, ids, window=window, stride=stride, batch_size=int(name.split("=")[1]))
                 p, n = res.perplexity, res.n_tokens
@@ -139,14 +167,22 @@ def main() -> None:
     rows = []
     for name, ts in times.items():
         t = statistics.median(ts)
+        if name.startswith("minimum"):
+            rows.append([name.replace("minimum", "body + projection only"), "–", t, "–", ref_t / t, "–", "–"])
+            continue
         rel = abs(ppl[name] - ppl["reference"]) / ppl["reference"]
         rows.append([name, n_scored[name], t, n_scored[name] / t, ref_t / t, f"{ppl[name]:.6f}", f"{rel:.1e}"])
     print(f"\n{ids.numel():,} tokens, {n_windows:,} windows of {window} tokens\n")
     print(_util.table(["scorer", "scored tokens", "seconds", "tokens/s", "speed-up vs reference", "perplexity",
                        "rel Δ ppl"], rows))
-    best = max(ref_t / statistics.median(ts) for name, ts in times.items() if name != "reference")
+    best = max(ref_t / statistics.median(ts) for name, ts in times.items() if name.startswith("inspector"))
     print(f"\nbest speed-up {best:.2f}× (target ≥ {TARGET_SPEEDUP:.0f}×): {'met' if best >= TARGET_SPEEDUP else 'NOT met'}")
-    worst = max(abs(ppl[n] - ppl["reference"]) / ppl["reference"] for n in ppl)
+    ceiling = max(ref_t / statistics.median(ts) for name, ts in times.items() if name.startswith("minimum"))
+    print(f"ceiling: the body over the same windows plus the vocabulary matmul of the scored rows (no softmax, no "
+          f"loss) is at best {ceiling:.2f}× the reference at the batch sizes tried; an exact scorer for these windows "
+          f"must compute both, so {TARGET_SPEEDUP:.0f}× is {'within' if ceiling >= TARGET_SPEEDUP else 'beyond'} "
+          f"reach here; inspector reaches {best / ceiling:.0%} of the ceiling")
+    worst = max(abs(ppl[n] - ppl["reference"]) / ppl["reference"] for n in ppl if not n.startswith("minimum"))
     assert worst < 1e-4, f"perplexities disagree: relative difference {worst:.2e} >= 1e-4"
     print(f"perplexities agree: max relative difference {worst:.1e} < 1e-4")
 

