@@ -78,12 +78,12 @@ def body_and_projection(model, ids: torch.Tensor, window: int, stride: int, batc
     return len(windows)
 
 
-def load_setup(quick: bool, n_tokens: int | None):
+def load_setup(quick: bool, n_tokens: int | None, gpt2_small: bool = False):
     """(lm, ids (N,), description, window, stride, device)."""
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     bundled = _util.REPO / "data" / "models" / "gpt2-mini" / "final"
-    if not cuda and (bundled / "model.safetensors").is_file():
+    if not cuda and not gpt2_small and (bundled / "model.safetensors").is_file():
         from inspector import models
 
         lm = models.load(str(bundled), device="cpu")
@@ -105,7 +105,7 @@ def load_setup(quick: bool, n_tokens: int | None):
         n = n_tokens or ((20_000 if quick else 250_000) if cuda else (4_096 if quick else 16_384))
         ids = torch.randint(0, 50257, (n,), generator=torch.Generator().manual_seed(1))
         window = 1024 if cuda else 256
-        why = "" if cuda else " (bundled gpt2-mini not built: fallback)"
+        why = "" if cuda or gpt2_small else " (bundled gpt2-mini not built: fallback)"
         desc = f"random-init GPT-2-small shape (fp32) on {n:,} random token ids{why}"
     return lm, ids, desc, window, window // 2, device
 
@@ -116,6 +116,8 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=None, help="number of tokens scored (overrides the default)")
     ap.add_argument("--batch-sizes", default="8,16,32", help="inspector batch sizes to time")
     ap.add_argument("--repeats", type=int, default=2, help="runs per variant, interleaved (median reported)")
+    ap.add_argument("--gpt2-small", action="store_true",
+                    help="on a CPU too, time the random-init GPT-2-small shape (16 384 tokens) instead of gpt2-mini")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
     args = ap.parse_args()
     if args.threads:
@@ -123,7 +125,7 @@ def main() -> None:
 
     if torch.cuda.is_available():
         torch.backends.cuda.matmul.allow_tf32 = False  # exact agreement check in fp32
-    lm, ids, desc, window, stride, device = load_setup(args.quick, args.tokens)
+    lm, ids, desc, window, stride, device = load_setup(args.quick, args.tokens, args.gpt2_small)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b]
     print(_util.header("Corpus scoring (bench/bench_corpus.py)", device,
                        f"{desc} · window {window}, stride {stride} · median of {args.repeats} interleaved runs · "

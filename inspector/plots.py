@@ -557,7 +557,7 @@ def divergence_chart(div) -> go.Figure:
     ])
     fig.add_hline(y=math.log(2), line_dash="dot", line_color="#888", annotation_text="ln 2 (JS maximum)")
     fig.update_layout(**_LAYOUT, height=380, xaxis_title="token position", yaxis_title="nats",
-                      title=f"How differently A and B predict each token ({div.objective_label})",
+                      title="How differently A and B predict each token",
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
     return fig
 
