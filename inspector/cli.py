@@ -3,6 +3,7 @@
     python -m inspector report --text-file notes.txt --out report.html
     python -m inspector report --model ./my-checkpoint --text "Hello" --out r.json --out r.md
     python -m inspector compare bundled:gpt2-mini@step-0 bundled:gpt2-mini --text-file t.txt --out cmp.html
+    python -m inspector perplexity --text-file corpus.txt --window 256 --stride 128
     python -m inspector models
 
 Every failure prints `error: ...` (and a `hint: ...`) on stderr and exits with status 2; a
@@ -151,6 +152,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(cp)
     _add_output_options(cp)
     cp.set_defaults(func=cmd_compare)
+
+    pp = sub.add_parser("perplexity", help="sliding-window perplexity of a long text (causal LMs)",
+                        description="Perplexity of a whole text file with the sliding window of Hugging Face's "
+                                    "'perplexity of fixed-length models' guide: every token scored once, windows "
+                                    "batched, only the scored rows projected onto the vocabulary.")
+    pp.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                    help=f"hub id, id@revision, local folder or bundled:NAME (default {DEFAULT_MODEL})")
+    _add_text_options(pp)
+    pp.add_argument("--window", type=int, metavar="N", help="tokens per forward pass (default: the model's context)")
+    pp.add_argument("--stride", type=int, metavar="N", help="tokens between window starts (default: window // 2)")
+    pp.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
+    pp.add_argument("--json", action="store_true", help="print the result as JSON")
+    pp.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's own)")
+    pp.add_argument("--quiet", "-q", action="store_true", help="no progress lines")
+    _add_model_options(pp)
+    pp.set_defaults(func=cmd_perplexity)
 
     mp = sub.add_parser("models", help="list the bundled models", description="List the bundled models.")
     mp.add_argument("--json", action="store_true", help="machine-readable output")
@@ -351,6 +368,57 @@ def cmd_compare(args) -> int:
                                      progress=_section_progress(bar, 0.2, 0.75))
     bar("writing", 0.97)
     _write_all(report, outputs, args, bar, t0)
+    return EXIT_OK
+
+
+def cmd_perplexity(args) -> int:
+    import math
+
+    from .analyses.loss import score_corpus
+    from .inputs import clean_text
+
+    text = _read_text(args)
+    if args.text_pair is not None:
+        raise CLIError("--text-pair does not apply to perplexity.", "Put the whole text in --text or --text-file.")
+    clean_text(text, max_chars=max(len(text), 1), what="text")
+    for name, value, lowest in (("--window", args.window, 2), ("--stride", args.stride, 1),
+                                ("--batch-size", args.batch_size, 1)):
+        if value is not None and value < lowest:
+            raise CLIError(f"{name} must be at least {lowest}, got {value}.")
+    if args.window is not None and args.stride is not None and args.stride >= args.window:
+        raise CLIError(f"--stride ({args.stride}) must be smaller than --window ({args.window}) so that every "
+                       "token is scored with some left context.")
+    bar = ProgressBar(enabled=not args.quiet)
+    _prepare_runtime(args)
+    lm = _load(args.model, args, bar)
+    bar(f"scoring {len(text):,} characters", 0.5)
+    score = score_corpus(lm, text, window=args.window, stride=args.stride, batch_size=args.batch_size)
+    bar("done", 1.0)
+    nll_per_token = score.nll_sum / score.n_tokens
+    result = {
+        "model": args.model,
+        "perplexity": score.perplexity,
+        "nll_nats_per_token": nll_per_token,
+        "bits_per_token": nll_per_token / math.log(2.0),
+        "scored_tokens": score.n_tokens,
+        "characters": len(text),
+        "window": score.window,
+        "stride": score.stride,
+        "windows": score.n_windows,
+        "batch_size": score.batch_size,
+        "seconds": score.seconds,
+        "tokens_per_s": score.tokens_per_s,
+    }
+    if args.json:
+        print(json.dumps(result, indent=1))
+        return EXIT_OK
+    print(f"model        {args.model}\n"
+          f"perplexity   {score.perplexity:.4f}\n"
+          f"loss         {nll_per_token:.4f} nats/token ({result['bits_per_token']:.4f} bits/token)\n"
+          f"scored       {score.n_tokens:,} tokens of {len(text):,} characters (the first token has no context)\n"
+          f"windows      {score.n_windows:,} of {score.window} tokens, stride {score.stride}, "
+          f"{score.batch_size} per forward pass\n"
+          f"speed        {score.tokens_per_s:,.0f} tokens/s ({score.seconds:.1f} s on {lm.device})")
     return EXIT_OK
 
 

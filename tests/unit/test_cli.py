@@ -53,7 +53,7 @@ def test_help_exits_0():
     out = subprocess.run([sys.executable, "-m", "inspector", "--help"], capture_output=True, text=True,
                          env=_env(), cwd=REPO, timeout=60)
     assert out.returncode == 0, out.stderr
-    for command in ("report", "compare", "models"):
+    for command in ("report", "compare", "perplexity", "models"):
         assert command in out.stdout
     assert run_cli("report", "--help") == 0
 
@@ -250,3 +250,66 @@ def test_text_file_loses_only_its_final_line_terminator(raw, text, tmp_path):
     path.write_bytes(raw.encode())
     args = build_parser().parse_args(["report", "--text-file", str(path), "--out", str(tmp_path / "r.json")])
     assert _read_text(args) == text
+
+
+def _guide_nll(model, ids: list[int], window: int, stride: int) -> tuple[float, int]:
+    """Σ −log P over every token but the first, windows as in Hugging Face's fixed-length guide, plain torch."""
+    import torch
+
+    total, count, prev_end = 0.0, 0, 0
+    for begin in range(0, len(ids), stride):
+        end = min(begin + window, len(ids))
+        x = torch.tensor([ids[begin:end]])
+        with torch.no_grad():
+            logp = torch.log_softmax(model(x).logits[0].double(), -1)
+        for t in range(max(prev_end, begin + 1), end):  # token t predicted from row t - 1
+            total -= float(logp[t - 1 - begin, ids[t]])
+            count += 1
+        prev_end = end
+        if end == len(ids):
+            break
+    return total, count
+
+
+@pytest.mark.parametrize("window, stride", [(None, None), (16, 8), (12, 5)])
+def test_perplexity_command_matches_plain_transformers(window, stride, gpt2_folder, capsys):
+    import math
+
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    text = " ".join([TEXT] * 3)
+    args = ["perplexity", "--model", str(gpt2_folder), "--text", text, "--json", "-q"]
+    if window:
+        args += ["--window", str(window), "--stride", str(stride), "--batch-size", "3"]
+    assert run_cli(*args) == 0, capsys.readouterr().err
+    got = json.loads(capsys.readouterr().out)
+    model = AutoModelForCausalLM.from_pretrained(gpt2_folder).eval()
+    ids = AutoTokenizer.from_pretrained(gpt2_folder)(text)["input_ids"]
+    w = window or model.config.n_positions
+    nll, count = _guide_nll(model, ids, w, stride or w // 2)
+    assert got["scored_tokens"] == count == len(ids) - 1
+    assert got["window"] == w and got["perplexity"] == pytest.approx(math.exp(nll / count), rel=1e-5)
+    assert got["bits_per_token"] == pytest.approx(nll / count / math.log(2), rel=1e-5)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--window", "1"], "--window must be at least 2"),
+    (["--window", "8", "--stride", "8"], "must be smaller than --window"),
+    (["--batch-size", "0"], "--batch-size must be at least 1"),
+    (["--window", "9999"], "between 2 and 64"),
+    (["--text-pair", "b"], "does not apply"),
+])
+def test_perplexity_command_bad_settings(args, message, gpt2_folder, capsys):
+    assert run_cli("perplexity", "--model", str(gpt2_folder), "--text", TEXT, "-q", *args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_perplexity_command_refuses_a_masked_lm(tmp_path, capsys):
+    from conftest import tiny_bert_model
+
+    model, tok = tiny_bert_model(cls_name="BertForMaskedLM")
+    model.save_pretrained(tmp_path)
+    tok.save_pretrained(tmp_path)
+    assert run_cli("perplexity", "--model", str(tmp_path), "--text", TEXT, "-q") == 2
+    assert "not available for a masked language model" in capsys.readouterr().err
