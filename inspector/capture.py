@@ -8,8 +8,11 @@ How it works (and why it is thread-safe on one shared model):
 - The active collector lives in a `contextvars.ContextVar`, so two threads (two browser
   sessions) running the same model each see only their own collector. No hook is attached to
   the model per call; nothing is left behind when the block exits, also on an exception.
-- Statistics are reduced inside the attention call in chunks of the batch, so no L×L tensor
-  per layer is kept unless a layer's probabilities or logits are explicitly asked for.
+- Statistics are reduced inside the attention call in chunks (batch items, and query rows for
+  long sequences), so no L×L tensor per layer is kept unless a layer's probabilities or logits
+  are explicitly asked for. Each chunk makes one pass of row reductions with at most two
+  chunk-sized tensors alive (the shifted logits and their exponentials): entropy, largest
+  probability, mean and variance all come from per-row sums (see `_Collector._row_reductions`).
 """
 from __future__ import annotations
 
@@ -164,7 +167,9 @@ class CaptureResult:
 
 
 def _chunk_elements(device: torch.device) -> int:
-    return (1 << 26) if device.type == "cuda" else (1 << 23)
+    """Scores per chunk. GPU: 2^24 float32 = 64 MiB per chunk-sized tensor, small beside a GPT-2-small
+    forward at 8×1024 (its bf16 logits alone are 0.8 GB) yet large enough to keep kernels busy."""
+    return (1 << 24) if device.type == "cuda" else (1 << 23)
 
 
 class _Accumulator:
@@ -223,48 +228,29 @@ class _Collector:
         keep_scores = layer in self.options.keep_scores_layers
         kept_scores, kept_probs, kept_valid = [], [], []
 
-        per_item = H * Tq * Tk
-        step = max(1, _chunk_elements(query.device) // max(per_item, 1))
-        for b0 in range(0, B, step):
-            b1 = min(B, b0 + step)
-            valid = self._valid_mask(attention_mask, causal, b0, b1, Tq, Tk, query.device)  # (b,1|H,Tq,Tk)
-            q = query[b0:b1].float()
+        budget = _chunk_elements(query.device)
+        items = max(1, budget // max(H * Tq * Tk, 1))  # batch items per chunk
+        rows = Tq if items > 1 else max(1, budget // max(H * Tk, 1))  # query rows per chunk (long sequences)
+        for b0 in range(0, B, items):
+            b1 = min(B, b0 + items)
+            valid_all = self._valid_mask(attention_mask, causal, b0, b1, Tq, Tk, query.device)  # (b,1|H,Tq,Tk)
             k = key[b0:b1].float()
-            scores = q @ k.transpose(-1, -2)  # (b, H, Tq, Tk) unscaled q·k
-            validf = valid.to(scores.dtype)
-            n = validf.sum(dim=(0, 2, 3)).expand(H) if valid.shape[1] == 1 else validf.sum(dim=(0, 2, 3))
-            s = (scores * validf).sum(dim=(0, 2, 3))
-            n64 = n.double().cpu()
-            mean = (s.double().cpu() / n64.clamp(min=1))
-            centred = (scores - mean.to(scores.device, scores.dtype)[None, :, None, None]) * validf
-            m2 = (centred * centred).sum(dim=(0, 2, 3)).double().cpu()
-            del centred
-            lo = scores.masked_fill(~valid, math.inf).amin(dim=(0, 2, 3)).double().cpu()
-            hi = scores.masked_fill(~valid, -math.inf).amax(dim=(0, 2, 3)).double().cpu()
-            acc.add_moments(n64, mean, m2, lo, hi)
-
-            logits = (scores * scale).masked_fill_(~valid, -math.inf)
-            row_valid = valid.any(dim=-1).expand(-1, H, -1)  # (b, H, Tq)
-            probs = torch.softmax(logits, dim=-1).nan_to_num_(0.0)  # fully masked rows -> 0
-            del logits
-            ent = torch.special.entr(probs).sum(dim=-1)  # (b, H, Tq)
-            maxp = probs.amax(dim=-1)
-            n_keys = valid.sum(dim=-1).expand(-1, H, -1).to(torch.float32)
-            rowf = row_valid.to(torch.float32)
-            acc.ent_sum += (ent * rowf).sum(dim=(0, 2)).double().cpu()
-            acc.maxp_sum += (maxp * rowf).sum(dim=(0, 2)).double().cpu()
-            acc.rows += rowf.sum(dim=(0, 2)).double().cpu()
-            multi = (n_keys >= 2).to(torch.float32)
-            frac = ent / torch.log(n_keys.clamp(min=2))
-            acc.frac_sum += (frac * multi).sum(dim=(0, 2)).double().cpu()
-            acc.frac_rows += multi.sum(dim=(0, 2)).double().cpu()
+            chunk_scores, chunk_probs = [], []
+            for r0 in range(0, Tq, rows):
+                r1 = min(Tq, r0 + rows)
+                valid = valid_all[:, :, r0:r1]
+                q = query[b0:b1, :, r0:r1].float()
+                n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, probs = self._row_reductions(
+                    q @ k.transpose(-1, -2), valid, scale, keep_scores, keep_probs, chunk_scores)
+                self._merge_rows(acc, scale, n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row)
+                if keep_probs:
+                    chunk_probs.append(probs.cpu())
             if keep_scores:
-                kept_scores.append(scores.cpu())
+                kept_scores.append(torch.cat(chunk_scores, dim=2))
             if keep_probs:
-                kept_probs.append(probs.cpu())
+                kept_probs.append(torch.cat(chunk_probs, dim=2))
             if keep_scores or keep_probs:
-                kept_valid.append(valid.expand(-1, H, -1, -1).cpu())
-            del scores, probs, validf
+                kept_valid.append(valid_all.expand(-1, H, -1, -1).cpu())
 
         if keep_scores or keep_probs:
             self.kept[layer] = KeptAttention(
@@ -274,6 +260,62 @@ class _Collector:
                 valid=torch.cat(kept_valid).numpy(),
                 scaling=scale,
             )
+
+    @staticmethod
+    def _row_reductions(x, valid, scale, keep_scores, keep_probs, kept_scores):
+        """Per query row of unscaled scores x (b, H, r, Tk), over the keys the model attends to:
+        count, min, max, Σ(z − zmax), Σ(z − zmax)², Σ exp(z − zmax), Σ exp(z − zmax)·(z − zmax)
+        with z = scale·x; plus the probabilities if asked. Works in place on x: two full-size
+        tensors at most, about a dozen passes (memory and time both matter on a GPU).
+        """
+        H = x.shape[1]
+        if keep_scores:
+            kept_scores.append(x.detach().to("cpu", copy=True))
+        x.mul_(scale)
+        masked = ~valid
+        n_row = valid.sum(dim=-1, dtype=torch.float32).expand(-1, H, -1)  # (b, H, r)
+        lo_row = x.masked_fill(masked, math.inf).amin(dim=-1)
+        x.masked_fill_(masked, -math.inf)
+        zmax = x.amax(dim=-1, keepdim=True)
+        hi_row = zmax[..., 0]
+        x.sub_(torch.where(torch.isfinite(zmax), zmax, torch.zeros_like(zmax)))  # y = z − zmax ≤ 0
+        e = x.exp()  # 0 where masked
+        x.masked_fill_(masked, 0.0)
+        s1_row = x.sum(dim=-1)
+        s2_row = torch.linalg.vector_norm(x, dim=-1).square()
+        l_row = e.sum(dim=-1)
+        ey_row = (e.unsqueeze(-2) @ x.unsqueeze(-1))[..., 0, 0]
+        probs = e.div_(torch.where(l_row > 0, l_row, torch.ones_like(l_row))[..., None]) if keep_probs else None
+        return n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, probs
+
+    @staticmethod
+    def _merge_rows(acc, scale, n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row):
+        """Fold per-row figures of the scaled logits into the per-head accumulator (unscaled moments)."""
+        row_ok = n_row > 0
+        n = n_row.double()
+        safe_n = torch.where(row_ok, n, torch.ones_like(n))
+        hi = torch.where(row_ok, hi_row, torch.zeros_like(hi_row)).double()
+        mean_y = s1_row.double() / safe_n  # mean of z − zmax over the row
+        m2_row = (s2_row.double() - s1_row.double() * mean_y).clamp(min=0.0)
+        mean_row = hi + mean_y  # mean of z over the row
+        n_head = n.sum(dim=(0, 2))
+        mean_head = (n * mean_row).sum(dim=(0, 2)) / n_head.clamp(min=1)
+        m2_head = (m2_row + n * (mean_row - mean_head[None, :, None]) ** 2).sum(dim=(0, 2))
+        lo = lo_row.masked_fill(~row_ok, math.inf).amin(dim=(0, 2)).double()
+        hi_head = hi_row.masked_fill(~row_ok, -math.inf).amax(dim=(0, 2)).double()
+        acc.add_moments(n_head.cpu(), (mean_head / scale).cpu(), (m2_head / scale ** 2).cpu(),
+                        (lo / scale).cpu(), (hi_head / scale).cpu())
+
+        rowf = row_ok.double()
+        safe_l = torch.where(l_row > 0, l_row, torch.ones_like(l_row)).double()
+        entropy = (torch.log(safe_l) - ey_row.double() / safe_l) * rowf  # H = log Σe − Σ e·y / Σe
+        maxp = rowf / safe_l  # the largest probability is exp(0) / Σe
+        multi = (n_row >= 2).double()
+        acc.ent_sum += entropy.sum(dim=(0, 2)).cpu()
+        acc.maxp_sum += maxp.sum(dim=(0, 2)).cpu()
+        acc.rows += rowf.sum(dim=(0, 2)).cpu()
+        acc.frac_sum += (entropy / torch.log(n.clamp(min=2)) * multi).sum(dim=(0, 2)).cpu()
+        acc.frac_rows += multi.sum(dim=(0, 2)).cpu()
 
     def _valid_mask(self, attention_mask, causal, b0, b1, Tq, Tk, device) -> torch.Tensor:
         """Boolean (b, 1|H, Tq, Tk): True where the model attends."""

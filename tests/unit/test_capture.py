@@ -328,3 +328,68 @@ def test_bf16_path_runs_on_cpu(gpt2_pair):
     real = batch["attention_mask"].bool().numpy()
     np.testing.assert_allclose(res.kept[1].probs.sum(-1)[np.broadcast_to(real[:, None], res.kept[1].probs.shape[:3])],
                                1.0, atol=1e-3)
+
+
+# --------------------------------------------------------------------------- the reduction itself, stressed
+
+
+def _direct_reference(q, k, valid, scale):
+    """float64 numpy: per-head statistics over the valid (query, key) pairs."""
+    x = np.einsum("bhqd,bhkd->bhqk", q.double().numpy(), k.double().numpy())
+    valid = np.broadcast_to(valid.numpy(), x.shape)
+    out = {n: [] for n in ("count", "mean", "std", "min", "max", "entropy", "max_prob", "entropy_fraction")}
+    for h in range(x.shape[1]):
+        s = x[:, h][valid[:, h]]
+        out["count"].append(s.size)
+        out["mean"].append(s.mean())
+        out["std"].append(s.std())
+        out["min"].append(s.min())
+        out["max"].append(s.max())
+        ents, maxps, fracs = [], [], []
+        for b in range(x.shape[0]):
+            for i in range(x.shape[2]):
+                keys = valid[b, h, i]
+                if not keys.any():
+                    continue
+                z = x[b, h, i, keys] * scale
+                p = np.exp(z - z.max())
+                p /= p.sum()
+                ent = -(p * np.log(np.where(p > 0, p, 1))).sum()
+                ents.append(ent)
+                maxps.append(p.max())
+                if keys.sum() >= 2:
+                    fracs.append(ent / math.log(keys.sum()))
+        out["entropy"].append(np.mean(ents))
+        out["max_prob"].append(np.mean(maxps))
+        out["entropy_fraction"].append(np.mean(fracs))
+    return {n: np.array(v) for n, v in out.items()}
+
+
+@pytest.mark.parametrize("budget", [None, 64, 5])  # default; row chunks of a few queries; one row at a time
+@pytest.mark.parametrize("masking", ["causal", "padded"])
+def test_reduction_is_exact_for_offset_scores_and_any_chunking(budget, masking, monkeypatch):
+    """Scores with a mean ten times their spread (cancellation-prone) and chunking down to one query row."""
+    if budget is not None:
+        monkeypatch.setattr(capture, "_chunk_elements", lambda device: budget)
+    g = torch.Generator().manual_seed(0)
+    B, H, T, d = 3, 2, 11, 16
+    q = torch.randn(B, H, T, d, generator=g) * 0.5 + 2.0
+    k = torch.randn(B, H, T, d, generator=g) * 0.5 + 2.0
+    causal = torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None]
+    if masking == "causal":
+        mask, valid = None, causal
+    else:
+        lengths = torch.tensor([T, 7, 4])
+        real = torch.arange(T)[None, :] < lengths[:, None]
+        mask = (causal & real[:, None, None, :]).expand(B, 1, T, T)  # what the model passes: bool, True = attend
+        valid = mask & real[:, None, :, None]
+    collector = capture._Collector(1, H, capture.CaptureOptions(), token_mask=None if masking == "causal" else real)
+    module = type("Attn", (), {"layer_idx": 0, "is_causal": True})()
+    scale = 1 / math.sqrt(d)
+    collector.observe(module, q, k, mask, scale, masking == "causal")
+    got = collector.attention_stats()
+    ref = _direct_reference(q, k, valid, scale)
+    assert ref["mean"].min() > 10 * ref["std"].max(), "the case must be cancellation-prone"
+    np.testing.assert_array_equal(got.count[0], ref["count"])
+    for name in ("mean", "std", "min", "max", "entropy", "max_prob", "entropy_fraction"):
+        np.testing.assert_allclose(getattr(got, name)[0], ref[name], rtol=2e-5, atol=1e-6, err_msg=name)
