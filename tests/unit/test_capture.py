@@ -365,28 +365,33 @@ def _direct_reference(q, k, valid, scale):
     return {n: np.array(v) for n, v in out.items()}
 
 
-@pytest.mark.parametrize("budget", [None, 64, 5])  # default; row chunks of a few queries; one row at a time
+@pytest.mark.parametrize("T, budget", [
+    (11, None),  # whole sequences per chunk
+    (11, 64),  # row chunks of a few queries
+    (11, 5),  # one query row at a time
+    (300, None),  # causal row blocks that leave out the keys after their last row
+])
 @pytest.mark.parametrize("masking", ["causal", "padded"])
-def test_reduction_is_exact_for_offset_scores_and_any_chunking(budget, masking, monkeypatch):
+def test_reduction_is_exact_for_offset_scores_and_any_chunking(T, budget, masking, monkeypatch):
     """Scores with a mean ten times their spread (cancellation-prone) and chunking down to one query row."""
     if budget is not None:
         monkeypatch.setattr(capture, "_chunk_elements", lambda device: budget)
     g = torch.Generator().manual_seed(0)
-    B, H, T, d = 3, 2, 11, 16
+    B, H, d = 3, 2, 16
     q = torch.randn(B, H, T, d, generator=g) * 0.5 + 2.0
     k = torch.randn(B, H, T, d, generator=g) * 0.5 + 2.0
     causal = torch.tril(torch.ones(T, T, dtype=torch.bool))[None, None]
     if masking == "causal":
         mask, valid = None, causal
     else:
-        lengths = torch.tensor([T, 7, 4])
+        lengths = torch.tensor([T, T * 2 // 3, T // 3])
         real = torch.arange(T)[None, :] < lengths[:, None]
         mask = (causal & real[:, None, None, :]).expand(B, 1, T, T)  # what the model passes: bool, True = attend
         valid = mask & real[:, None, :, None]
     collector = capture._Collector(1, H, capture.CaptureOptions(), token_mask=None if masking == "causal" else real)
     module = type("Attn", (), {"layer_idx": 0, "is_causal": True})()
     scale = 1 / math.sqrt(d)
-    collector.observe(module, q, k, mask, scale, masking == "causal")
+    collector.observe(module, q, k, mask, scale, True)  # both maskings are causal
     got = collector.attention_stats()
     ref = _direct_reference(q, k, valid, scale)
     assert ref["mean"].min() > 10 * ref["std"].max(), "the case must be cancellation-prone"
