@@ -166,6 +166,9 @@ class CaptureResult:
 # --------------------------------------------------------------------------- collector
 
 
+_MIN_BLOCK_ROWS = 64
+
+
 def _chunk_elements(device: torch.device) -> int:
     """Scores per chunk. GPU: 2^24 float32 = 64 MiB per chunk-sized tensor, small beside a GPT-2-small
     forward at 8×1024 (its bf16 logits alone are 0.8 GB) yet large enough to keep kernels busy."""
@@ -231,10 +234,11 @@ class _Collector:
         budget = _chunk_elements(query.device)
         items = max(1, budget // max(H * Tq * Tk, 1))  # batch items per chunk
         rows = Tq if items > 1 else max(1, budget // max(H * Tk, 1))  # query rows per chunk (long sequences)
-        if causal and Tq >= 256:
-            # Causal attention: blocks of query rows need keys only up to their last row, so eight
-            # row blocks compute ~56 % of QKᵀ instead of all of it (the rest is masked anyway).
-            rows = min(rows, -(-Tq // 8))
+        if causal and Tq >= 2 * _MIN_BLOCK_ROWS:
+            # Causal attention: a block of query rows needs keys only up to its last row, so up to
+            # eight row blocks compute ~56 % of QKᵀ instead of all of it (the rest is masked anyway).
+            # Blocks keep at least 64 rows: smaller ones lose more to per-call overhead (measured on CPU).
+            rows = min(rows, max(_MIN_BLOCK_ROWS, -(-Tq // 8)))
         for b0 in range(0, B, items):
             b1 = min(B, b0 + items)
             valid_all = self._valid_mask(attention_mask, causal, b0, b1, Tq, Tk, query.device)  # (b,1|H,Tq,Tk)
