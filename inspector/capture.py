@@ -176,13 +176,17 @@ def _chunk_elements(device: torch.device) -> int:
 
 
 class _Accumulator:
-    """Per-head running moments merged chunk by chunk (Chan et al.), in float64."""
+    """Per-head running moments merged chunk by chunk (Chan et al.), in float64.
 
-    def __init__(self, n_heads: int):
-        z = lambda: torch.zeros(n_heads, dtype=torch.float64)  # noqa: E731
+    Kept on the device of the attention call: nothing is copied to the host (and no GPU sync
+    happens) until the statistics are read after the forward pass.
+    """
+
+    def __init__(self, n_heads: int, device: torch.device | str = "cpu"):
+        z = lambda: torch.zeros(n_heads, dtype=torch.float64, device=device)  # noqa: E731
         self.n, self.mean, self.m2 = z(), z(), z()
-        self.min = torch.full((n_heads,), math.inf, dtype=torch.float64)
-        self.max = torch.full((n_heads,), -math.inf, dtype=torch.float64)
+        self.min = torch.full((n_heads,), math.inf, dtype=torch.float64, device=device)
+        self.max = torch.full((n_heads,), -math.inf, dtype=torch.float64, device=device)
         self.ent_sum, self.rows = z(), z()
         self.frac_sum, self.frac_rows = z(), z()
         self.maxp_sum = z()
@@ -226,7 +230,7 @@ class _Collector:
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         self.d_head = d
         self.scaling[layer] = scale
-        acc = self.acc.setdefault(layer, _Accumulator(H))
+        acc = self.acc.setdefault(layer, _Accumulator(H, query.device))
         keep_probs = layer in self.options.keep_probs_layers
         keep_scores = layer in self.options.keep_scores_layers
         kept_scores, kept_probs, kept_valid = [], [], []
@@ -248,8 +252,7 @@ class _Collector:
                 r1 = min(Tq, r0 + rows)
                 valid = valid_all[:, :, r0:r1]
                 # Keys after the last one any of these rows attends to change nothing: leave them out.
-                attended = valid.any(dim=2).any(dim=1).any(dim=0).nonzero()
-                k_end = Tk if keep_scores or keep_probs else max(1, int(attended[-1]) + 1 if attended.numel() else 1)
+                k_end = self._last_key(valid, attention_mask, causal, r1, Tq, Tk) if not (keep_scores or keep_probs) else Tk
                 valid = valid[..., :k_end]
                 q = query[b0:b1, :, r0:r1].float()
                 n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, probs = self._row_reductions(
@@ -272,6 +275,14 @@ class _Collector:
                 valid=torch.cat(kept_valid).numpy(),
                 scaling=scale,
             )
+
+    @staticmethod
+    def _last_key(valid, attention_mask, causal, r1, Tq, Tk) -> int:
+        """One past the last key that query rows [.., r1) attend to (from the shapes when there is no mask)."""
+        if attention_mask is None:
+            return min(Tk, r1 + Tk - Tq) if causal and Tq > 1 else Tk
+        attended = valid.any(dim=2).any(dim=1).any(dim=0).nonzero()  # the one host sync per chunk
+        return max(1, int(attended[-1]) + 1) if attended.numel() else 1
 
     @staticmethod
     def _row_reductions(x, valid, scale, keep_scores, keep_probs, kept_scores):
@@ -315,19 +326,18 @@ class _Collector:
         m2_head = (m2_row + n * (mean_row - mean_head[None, :, None]) ** 2).sum(dim=(0, 2))
         lo = lo_row.masked_fill(~row_ok, math.inf).amin(dim=(0, 2)).double()
         hi_head = hi_row.masked_fill(~row_ok, -math.inf).amax(dim=(0, 2)).double()
-        acc.add_moments(n_head.cpu(), (mean_head / scale).cpu(), (m2_head / scale ** 2).cpu(),
-                        (lo / scale).cpu(), (hi_head / scale).cpu())
+        acc.add_moments(n_head, mean_head / scale, m2_head / scale ** 2, lo / scale, hi_head / scale)
 
         rowf = row_ok.double()
         safe_l = torch.where(l_row > 0, l_row, torch.ones_like(l_row)).double()
         entropy = (torch.log(safe_l) - ey_row.double() / safe_l) * rowf  # H = log Σe − Σ e·y / Σe
         maxp = rowf / safe_l  # the largest probability is exp(0) / Σe
         multi = (n_row >= 2).double()
-        acc.ent_sum += entropy.sum(dim=(0, 2)).cpu()
-        acc.maxp_sum += maxp.sum(dim=(0, 2)).cpu()
-        acc.rows += rowf.sum(dim=(0, 2)).cpu()
-        acc.frac_sum += (entropy / torch.log(n.clamp(min=2)) * multi).sum(dim=(0, 2)).cpu()
-        acc.frac_rows += multi.sum(dim=(0, 2)).cpu()
+        acc.ent_sum += entropy.sum(dim=(0, 2))
+        acc.maxp_sum += maxp.sum(dim=(0, 2))
+        acc.rows += rowf.sum(dim=(0, 2))
+        acc.frac_sum += (entropy / torch.log(n.clamp(min=2)) * multi).sum(dim=(0, 2))
+        acc.frac_rows += multi.sum(dim=(0, 2))
 
     def _valid_mask(self, attention_mask, causal, b0, b1, Tq, Tk, device) -> torch.Tensor:
         """Boolean (b, 1|H, Tq, Tk): True where the model attends."""
@@ -351,7 +361,7 @@ class _Collector:
         if not self.acc:
             return None
         layers = sorted(self.acc)
-        stack = lambda f: np.stack([f(self.acc[i]).numpy() for i in layers])  # noqa: E731
+        stack = lambda f: np.stack([f(self.acc[i]).cpu().numpy() for i in layers])  # noqa: E731
         count = stack(lambda a: a.n)
         rows = stack(lambda a: a.rows)
         frac_rows = stack(lambda a: a.frac_rows)
