@@ -85,6 +85,37 @@ def _qk_per_layer(model, family: str, batch) -> list[tuple[np.ndarray, np.ndarra
     return res
 
 
+def _head_stats(scores: np.ndarray, valid: np.ndarray, scale: float) -> dict[str, list]:
+    """Per head of scores (B, H, Tq, Tk) over the valid pairs: count, mean, std, min, max; and per valid
+    query row, averaged: softmax(scale·scores) entropy, entropy / log(n keys), largest probability."""
+    row = {k: [] for k in ("count", "mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob")}
+    for h in range(scores.shape[1]):
+        s = scores[:, h][valid[:, h]]
+        row["count"].append(s.size)
+        row["mean"].append(s.mean())
+        row["std"].append(s.std())
+        row["min"].append(s.min())
+        row["max"].append(s.max())
+        ents, fracs, maxps = [], [], []
+        for b in range(scores.shape[0]):
+            for i in range(scores.shape[2]):
+                keys = valid[b, h, i]
+                if not keys.any():
+                    continue
+                z = scores[b, h, i, keys] * scale
+                p = np.exp(z - z.max())
+                p /= p.sum()
+                ent = -(p * np.log(np.where(p > 0, p, 1))).sum()
+                ents.append(ent)
+                maxps.append(p.max())
+                if keys.sum() >= 2:
+                    fracs.append(ent / math.log(keys.sum()))
+        row["entropy"].append(np.mean(ents))
+        row["entropy_fraction"].append(np.mean(fracs) if fracs else np.nan)
+        row["max_prob"].append(np.mean(maxps))
+    return row
+
+
 def _reference_stats(model, family: str, batch) -> dict[str, np.ndarray]:
     """Per layer × head mean/std/min/max of q·k, softmax entropy, entropy fraction and max prob."""
     mask = batch["attention_mask"].numpy().astype(bool)  # (B, T)
@@ -94,34 +125,10 @@ def _reference_stats(model, family: str, batch) -> dict[str, np.ndarray]:
         valid = valid & np.tril(np.ones((T, T), dtype=bool))[None, None]
     stats = {k: [] for k in ("mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob", "count")}
     for q, k in _qk_per_layer(model, family, batch):
-        H, d = q.shape[1], q.shape[3]
+        d = q.shape[3]
         scores = q @ np.swapaxes(k, -1, -2)  # (B, H, T, T)
         v = np.broadcast_to(valid, scores.shape)
-        row = {k: [] for k in stats}
-        for h in range(H):
-            s = scores[:, h][v[:, h]]
-            row["count"].append(s.size)
-            row["mean"].append(s.mean())
-            row["std"].append(s.std())
-            row["min"].append(s.min())
-            row["max"].append(s.max())
-            ents, fracs, maxps = [], [], []
-            for b in range(B):
-                for i in range(T):
-                    keys = v[b, h, i]
-                    if not keys.any():
-                        continue
-                    z = scores[b, h, i, keys] / math.sqrt(d)
-                    p = np.exp(z - z.max())
-                    p /= p.sum()
-                    ent = -(p * np.log(p)).sum()
-                    ents.append(ent)
-                    maxps.append(p.max())
-                    if keys.sum() >= 2:
-                        fracs.append(ent / math.log(keys.sum()))
-            row["entropy"].append(np.mean(ents))
-            row["entropy_fraction"].append(np.mean(fracs) if fracs else np.nan)
-            row["max_prob"].append(np.mean(maxps))
+        row = _head_stats(scores, v, 1 / math.sqrt(d))
         for key in stats:
             stats[key].append(row[key])
     return {k: np.array(v) for k, v in stats.items()}
@@ -336,33 +343,7 @@ def test_bf16_path_runs_on_cpu(gpt2_pair):
 def _direct_reference(q, k, valid, scale):
     """float64 numpy: per-head statistics over the valid (query, key) pairs."""
     x = np.einsum("bhqd,bhkd->bhqk", q.double().numpy(), k.double().numpy())
-    valid = np.broadcast_to(valid.numpy(), x.shape)
-    out = {n: [] for n in ("count", "mean", "std", "min", "max", "entropy", "max_prob", "entropy_fraction")}
-    for h in range(x.shape[1]):
-        s = x[:, h][valid[:, h]]
-        out["count"].append(s.size)
-        out["mean"].append(s.mean())
-        out["std"].append(s.std())
-        out["min"].append(s.min())
-        out["max"].append(s.max())
-        ents, maxps, fracs = [], [], []
-        for b in range(x.shape[0]):
-            for i in range(x.shape[2]):
-                keys = valid[b, h, i]
-                if not keys.any():
-                    continue
-                z = x[b, h, i, keys] * scale
-                p = np.exp(z - z.max())
-                p /= p.sum()
-                ent = -(p * np.log(np.where(p > 0, p, 1))).sum()
-                ents.append(ent)
-                maxps.append(p.max())
-                if keys.sum() >= 2:
-                    fracs.append(ent / math.log(keys.sum()))
-        out["entropy"].append(np.mean(ents))
-        out["max_prob"].append(np.mean(maxps))
-        out["entropy_fraction"].append(np.mean(fracs))
-    return {n: np.array(v) for n, v in out.items()}
+    return {n: np.array(v) for n, v in _head_stats(x, np.broadcast_to(valid.numpy(), x.shape), scale).items()}
 
 
 @pytest.mark.parametrize("T, budget", [
