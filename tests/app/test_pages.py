@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import html
 import math
-import time
 from pathlib import Path
 
 import pytest

@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import torch
 
-from inspector import capture, inputs, service
+from inspector import service
 from inspector.errors import InputError
 
 from concurrency_check import TEXTS, analyse as _analyse, assert_concurrent_equals_serial
