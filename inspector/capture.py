@@ -252,7 +252,8 @@ class _Collector:
                 r1 = min(Tq, r0 + rows)
                 valid = valid_all[:, :, r0:r1]
                 # Keys after the last one any of these rows attends to change nothing: leave them out.
-                k_end = self._last_key(valid, attention_mask, causal, r1, Tq, Tk) if not (keep_scores or keep_probs) else Tk
+                keep = keep_scores or keep_probs  # kept matrices stay full width
+                k_end = Tk if keep else self._last_key(valid, attention_mask, causal, r1, Tq, Tk)
                 valid = valid[..., :k_end]
                 q = query[b0:b1, :, r0:r1].float()
                 n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, probs = self._row_reductions(
