@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _util  # noqa: E402
 
-from inspector.analyses.loss import _LOGIT_CHUNK_ELEMENTS, _window_batches, _windows, score_corpus  # noqa: E402
+from inspector.analyses.loss import _logit_chunk_rows, _scored_hidden, _windows, score_corpus  # noqa: E402
 from inspector.models import wrap  # noqa: E402
 
 CORPUS = _util.REPO / "data" / "corpus" / "train.txt"
@@ -57,22 +57,19 @@ def hf_guide_perplexity(model, ids: torch.Tensor, max_length: int, stride: int, 
     return float(ppl), n_scored
 
 
-def body_and_projection(model, ids: torch.Tensor, window: int, stride: int, batch_size: int, device) -> int:
+def body_and_projection(lm, ids: torch.Tensor, window: int, stride: int, batch_size: int) -> int:
     """The least an exact scorer for these windows must compute, batched like inspector.
 
-    The transformer body over every window, then the vocabulary projection (matmul only: no
-    softmax, no loss) of the rows that are scored, in the chunks inspector uses. Reference time /
-    this time bounds the speed-up any exact scorer reaches at this batch size (up to the last
-    layer's context rows, which only serve as keys and values). Returns the number of windows.
+    Inspector's own body pass over every window (`_scored_hidden`), then the vocabulary projection
+    (matmul only: no softmax, no loss) of the rows that are scored, in the chunks inspector uses.
+    Reference time / this time bounds the speed-up any exact scorer reaches at this batch size (up
+    to the last layer's context rows, which only serve as keys and values). Returns the number of windows.
     """
     windows = _windows(ids.numel(), window, stride)
-    body, head = model.base_model, model.get_output_embeddings()
-    step = max(1, _LOGIT_CHUNK_ELEMENTS.get(device.type, _LOGIT_CHUNK_ELEMENTS["cuda"]) // head.weight.shape[0])
+    head = lm.model.get_output_embeddings()
+    step = _logit_chunk_rows(lm.device, head.weight.shape[0])
     with torch.inference_mode():
-        for group in _window_batches(windows, batch_size):
-            x = torch.stack([ids[b:e] for b, e, _ in group]).to(device)
-            h = body(input_ids=x, use_cache=False).last_hidden_state
-            rows = torch.cat([h[r, first - 1 - b:e - 1 - b] for r, (b, e, first) in enumerate(group)])
+        for _, _, rows in _scored_hidden(lm, ids, windows, batch_size):
             for start in range(0, rows.shape[0], step):
                 head(rows[start:start + step])
     return len(windows)
@@ -138,7 +135,7 @@ def main() -> None:
         score_corpus(lm, ids[:4 * window], window=window, stride=stride, batch_size=bs)
 
     for bs in batch_sizes:
-        body_and_projection(lm.model, ids[:4 * window], window, stride, bs, device)
+        body_and_projection(lm, ids[:4 * window], window, stride, bs)
     times = {"reference": []}
     for bs in batch_sizes:
         times |= {f"inspector bs={bs}": [], f"minimum bs={bs}": []}
@@ -153,7 +150,7 @@ def main() -> None:
                 p, n = hf_guide_perplexity(lm.model, ids[None], window, stride, device)
             elif name.startswith("minimum"):
                 p, n = float("nan"), 0
-                body_and_projection(lm.model, ids, window, stride, int(name.split("=")[1]), device)
+                body_and_projection(lm, ids, window, stride, int(name.split("=")[1]))
             else:
                 res = score_corpus(lm, ids, window=window, stride=stride, batch_size=int(name.split("=")[1]))
                 p, n = res.perplexity, res.n_tokens

@@ -250,10 +250,15 @@ def _decode(tok, ids) -> list[str]:
     return [display_token(tok, int(i)) for i in ids]
 
 
+def _logit_chunk_rows(device: torch.device, vocab_size: int) -> int:
+    """Rows of hidden states projected onto the vocabulary at a time on `device`."""
+    elements = _LOGIT_CHUNK_ELEMENTS.get(device.type, _LOGIT_CHUNK_ELEMENTS["cuda"])
+    return max(1, elements // max(vocab_size, 1))
+
+
 def _log_softmax_rows(head, hidden: torch.Tensor, vocab_size: int):
     """Yield (row slice, log-probabilities float32 (n, V)) for `hidden` (N, D) in chunks of bounded size."""
-    elements = _LOGIT_CHUNK_ELEMENTS.get(hidden.device.type, _LOGIT_CHUNK_ELEMENTS["cuda"])
-    step = max(1, elements // max(vocab_size, 1))
+    step = _logit_chunk_rows(hidden.device, vocab_size)
     for start in range(0, hidden.shape[0], step):
         end = min(hidden.shape[0], start + step)
         yield slice(start, end), torch.log_softmax(head(hidden[start:end]).float(), dim=-1)
