@@ -101,6 +101,9 @@ class AttentionLogitStats:
     entropy: np.ndarray  # mean over query rows of the softmax entropy, nats
     entropy_fraction: np.ndarray  # mean over rows with >= 2 keys of entropy / log(n_keys)
     max_prob: np.ndarray  # mean over query rows of the largest attention probability
+    # Mean over query rows of the probability on the row's first attended key (the first real token:
+    # with left padding that is not index 0). Large values mark "attention sinks".
+    sink_mass: np.ndarray | None = None
 
     @property
     def var(self) -> np.ndarray:
@@ -124,7 +127,7 @@ class AttentionLogitStats:
 
     @property
     def ratio_to_sqrt_d(self) -> np.ndarray:
-        """σ(QKᵀ)/√d_head: 1 when q and k entries have unit variance (seed 003)."""
+        """σ(QKᵀ)/√d_head: 1 when q and k entries are independent with unit variance (σ(q·k) ≈ √d)."""
         return self.std / self.sqrt_d_head
 
 
@@ -190,6 +193,7 @@ class _Accumulator:
         self.ent_sum, self.rows = z(), z()
         self.frac_sum, self.frac_rows = z(), z()
         self.maxp_sum = z()
+        self.sink_sum = z()
 
     def add_moments(self, n, mean, m2, lo, hi):
         tot = self.n + n
@@ -256,9 +260,9 @@ class _Collector:
                 k_end = Tk if keep else self._last_key(valid, attention_mask, causal, r1, Tq, Tk)
                 valid = valid[..., :k_end]
                 q = query[b0:b1, :, r0:r1].float()
-                n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, probs = self._row_reductions(
+                *row_figures, probs = self._row_reductions(
                     q @ k[:, :, :k_end].transpose(-1, -2), valid, scale, keep_scores, keep_probs, chunk_scores)
-                self._merge_rows(acc, scale, n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row)
+                self._merge_rows(acc, scale, *row_figures)
                 if keep_probs:
                     chunk_probs.append(probs.cpu())
             if keep_scores:
@@ -288,8 +292,9 @@ class _Collector:
     @staticmethod
     def _row_reductions(x, valid, scale, keep_scores, keep_probs, kept_scores):
         """Per query row of unscaled scores x (b, H, r, Tk), over the keys the model attends to:
-        count, min, max, Σ(z − zmax), Σ(z − zmax)², Σ exp(z − zmax), Σ exp(z − zmax)·(z − zmax)
-        with z = scale·x; plus the probabilities if asked. Works in place on x: two full-size
+        count, min, max, Σ(z − zmax), Σ(z − zmax)², Σ exp(z − zmax), Σ exp(z − zmax)·(z − zmax),
+        exp(z − zmax) at the row's first attended key (0 for a row with no key), with z = scale·x;
+        plus the probabilities if asked. Works in place on x: two full-size
         tensors at most, about a dozen passes (memory and time both matter on a GPU).
         """
         H = x.shape[1]
@@ -309,11 +314,13 @@ class _Collector:
         s2_row = torch.linalg.vector_norm(x, dim=-1).square()
         l_row = e.sum(dim=-1)
         ey_row = (e.unsqueeze(-2) @ x.unsqueeze(-1))[..., 0, 0]
+        first = valid.to(torch.uint8).argmax(dim=-1, keepdim=True).expand(-1, H, -1, -1)  # (b, H, r, 1)
+        e0_row = e.gather(-1, first)[..., 0]
         probs = e.div_(torch.where(l_row > 0, l_row, torch.ones_like(l_row))[..., None]) if keep_probs else None
-        return n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, probs
+        return n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, e0_row, probs
 
     @staticmethod
-    def _merge_rows(acc, scale, n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row):
+    def _merge_rows(acc, scale, n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, e0_row):
         """Fold per-row figures of the scaled logits into the per-head accumulator (unscaled moments)."""
         row_ok = n_row > 0
         n = n_row.double()
@@ -336,6 +343,7 @@ class _Collector:
         multi = (n_row >= 2).double()
         acc.ent_sum += entropy.sum(dim=(0, 2))
         acc.maxp_sum += maxp.sum(dim=(0, 2))
+        acc.sink_sum += (e0_row.double() / safe_l * rowf).sum(dim=(0, 2))
         acc.rows += rowf.sum(dim=(0, 2))
         acc.frac_sum += (entropy / torch.log(n.clamp(min=2)) * multi).sum(dim=(0, 2))
         acc.frac_rows += multi.sum(dim=(0, 2))
@@ -379,6 +387,7 @@ class _Collector:
                 entropy_fraction=np.where(frac_rows > 0, stack(lambda a: a.frac_sum) / np.maximum(frac_rows, 1),
                                           np.nan),
                 max_prob=stack(lambda a: a.maxp_sum) / np.maximum(rows, 1),
+                sink_mass=stack(lambda a: a.sink_sum) / np.maximum(rows, 1),
             )
 
 

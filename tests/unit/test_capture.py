@@ -88,7 +88,8 @@ def _qk_per_layer(model, family: str, batch) -> list[tuple[np.ndarray, np.ndarra
 def _head_stats(scores: np.ndarray, valid: np.ndarray, scale: float) -> dict[str, list]:
     """Per head of scores (B, H, Tq, Tk) over the valid pairs: count, mean, std, min, max; and per valid
     query row, averaged: softmax(scale·scores) entropy, entropy / log(n keys), largest probability."""
-    row = {k: [] for k in ("count", "mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob")}
+    row = {k: [] for k in ("count", "mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob",
+                           "sink_mass")}
     for h in range(scores.shape[1]):
         s = scores[:, h][valid[:, h]]
         row["count"].append(s.size)
@@ -96,7 +97,7 @@ def _head_stats(scores: np.ndarray, valid: np.ndarray, scale: float) -> dict[str
         row["std"].append(s.std())
         row["min"].append(s.min())
         row["max"].append(s.max())
-        ents, fracs, maxps = [], [], []
+        ents, fracs, maxps, sinks = [], [], [], []
         for b in range(scores.shape[0]):
             for i in range(scores.shape[2]):
                 keys = valid[b, h, i]
@@ -108,11 +109,13 @@ def _head_stats(scores: np.ndarray, valid: np.ndarray, scale: float) -> dict[str
                 ent = -(p * np.log(np.where(p > 0, p, 1))).sum()
                 ents.append(ent)
                 maxps.append(p.max())
+                sinks.append(p[0])  # p is over the valid keys in order: p[0] is the first attended key
                 if keys.sum() >= 2:
                     fracs.append(ent / math.log(keys.sum()))
         row["entropy"].append(np.mean(ents))
         row["entropy_fraction"].append(np.mean(fracs) if fracs else np.nan)
         row["max_prob"].append(np.mean(maxps))
+        row["sink_mass"].append(np.mean(sinks))
     return row
 
 
@@ -123,7 +126,8 @@ def _reference_stats(model, family: str, batch) -> dict[str, np.ndarray]:
     valid = mask[:, None, :, None] & mask[:, None, None, :]  # (B, 1, T, T)
     if family == "gpt2":
         valid = valid & np.tril(np.ones((T, T), dtype=bool))[None, None]
-    stats = {k: [] for k in ("mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob", "count")}
+    stats = {k: [] for k in ("mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob", "count",
+                             "sink_mass")}
     for q, k in _qk_per_layer(model, family, batch):
         d = q.shape[3]
         scores = q @ np.swapaxes(k, -1, -2)  # (B, H, T, T)
@@ -168,7 +172,7 @@ def test_statistics_match_independent_reference(family, padding, gpt2_pair, bert
     ref = _reference_stats(plain, family, batch)
     assert got.std.shape == (lm.n_layers, lm.n_heads)
     np.testing.assert_array_equal(got.count, ref["count"])
-    for name in ("mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob"):
+    for name in ("mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob", "sink_mass"):
         np.testing.assert_allclose(getattr(got, name), ref[name], rtol=1e-4, atol=1e-6, err_msg=name)
     assert got.d_head == lm.d_head
     np.testing.assert_allclose(got.scaling, 1 / math.sqrt(lm.d_head), rtol=1e-12)
