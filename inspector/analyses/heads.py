@@ -94,7 +94,7 @@ def head_grid(lm, encoded: Encoded, cell: int = 48) -> HeadGrid:
         res = capture.run(lm, encoded.batch(), capture.CaptureOptions(keep_probs_layers=layers, logits=False))
         for layer in layers:
             probs = res.kept[layer].probs[0][:, real][:, :, real].astype(np.float64)  # (H, T, T)
-            thumbs[layer] = np.einsum("ct,htu,du->hcd", avg, probs, avg).astype(np.float32)
+            thumbs[layer] = (avg @ probs @ avg.T).astype(np.float32)  # (H, cell, cell)
         frac[start:start + len(layers)] = res.attention.entropy_fraction[start:start + len(layers)]
     tokens = tuple(t for t, keep in zip(encoded.tokens, real) if keep)
     return HeadGrid(n_layers=lm.n_layers, n_heads=lm.n_heads, n_tokens=T, cell=cell, tokens=tokens,
