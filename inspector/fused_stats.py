@@ -44,7 +44,13 @@ except Exception:  # pragma: no cover - depends on the machine
 
 
 def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Whether Triton runs kernels in its interpreter. Decided when triton is first imported (its
+    standard library is built then), so TRITON_INTERPRET=1 must be set before that, at process start."""
+    if triton is None:
+        return False
+    from triton.runtime.interpreter import InterpretedFunction
+
+    return isinstance(tl.zeros, InterpretedFunction)
 
 
 def mode() -> str:
@@ -73,8 +79,9 @@ def can_use(query: torch.Tensor, key: torch.Tensor) -> bool:
         return True
     if m == "on":
         if not _interpreting():
-            raise InspectorError(f"{ENV}=on needs CUDA tensors, or TRITON_INTERPRET=1 for CPU tensors.",
-                                 hint=f"Set {ENV}=auto to use the torch path on the CPU.")
+            raise InspectorError(f"{ENV}=on needs CUDA tensors, or Triton's interpreter for CPU tensors.",
+                                 hint=f"Start the process with TRITON_INTERPRET=1 (read when triton is imported), "
+                                      f"or set {ENV}=auto to use the torch path on the CPU.")
         return True
     return False
 
@@ -91,6 +98,7 @@ if triton is not None:
         H, Tq, Tk, D, group, offset, window, scale, fig_stride,
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KV: tl.constexpr, HAS_QV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
+        UPCAST: tl.constexpr,
     ):
         pid_m = tl.program_id(0)
         pid_bh = tl.program_id(1)
@@ -103,6 +111,8 @@ if triton is not None:
         row_in = rows < Tq
         q = tl.load(q_ptr + b * stride_qb + h * stride_qh + rows[:, None] * stride_qm + dims[None, :] * stride_qd,
                     mask=row_in[:, None] & (dims[None, :] < D), other=0.0)
+        if UPCAST:
+            q = q.to(tl.float32)
         row_ok = row_in
         if HAS_QV:
             row_ok = row_ok & (tl.load(qv_ptr + b * Tq + rows, mask=row_in, other=0) != 0)
@@ -130,6 +140,8 @@ if triton is not None:
             col_in = cols < Tk
             k = tl.load(k_base + cols[:, None] * stride_kn + dims[None, :] * stride_kd,
                         mask=col_in[:, None] & (dims[None, :] < D), other=0.0)
+            if UPCAST:  # the interpreter's bf16 dot is wrong; bf16 → fp32 is exact, so is every product
+                k = k.to(tl.float32)
             if IEEE:
                 x = tl.dot(q, tl.trans(k), input_precision="ieee")
             else:
@@ -182,20 +194,17 @@ if triton is not None:
         tl.store(o + 7 * fig_stride, e0_i, mask=row_in)
 
 
-_compiled: dict[bool, object] = {}
+_compiled: list = []
 
 
 def _kernel():
-    """The jitted kernel, built on first use: whether Triton interprets is read then, not at import."""
-    interpret = _interpreting()
-    if interpret not in _compiled:
-        if interpret:
-            from triton.runtime.interpreter import InterpretedFunction
+    """The jitted kernel (an interpreted one when Triton was imported with TRITON_INTERPRET=1)."""
+    if not _compiled:
+        from triton.runtime.interpreter import InterpretedFunction
+        from triton.runtime.jit import JITFunction
 
-            _compiled[interpret] = InterpretedFunction(_row_figures_kernel)
-        else:
-            _compiled[interpret] = triton.jit(_row_figures_kernel)
-    return _compiled[interpret]
+        _compiled.append((InterpretedFunction if _interpreting() else JITFunction)(_row_figures_kernel))
+    return _compiled[0]
 
 
 def _tiles(d: int, device: torch.device) -> tuple[int, int, int]:
@@ -240,7 +249,7 @@ def fused_row_figures(query: torch.Tensor, key: torch.Tensor, *, scale: float, c
         CAUSAL=bool(causal) and Tq > 1, HAS_WINDOW=sliding_window is not None,
         HAS_KV=key_valid is not None, HAS_QV=query_valid is not None,
         BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(d)),
-        IEEE=query.dtype == torch.float32, **launch,
+        IEEE=query.dtype == torch.float32, UPCAST=query.dtype == torch.bfloat16 and _interpreting(), **launch,
     )
     return tuple(out)
 
