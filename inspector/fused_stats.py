@@ -38,7 +38,7 @@ _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 try:  # Triton is optional: without it (or without a GPU) the torch path is used
     import triton
     import triton.language as tl
-except Exception:  # pragma: no cover - depends on the machine
+except (ImportError, RuntimeError, OSError):  # pragma: no cover - depends on the machine
     triton = None
     tl = None
 
@@ -100,8 +100,8 @@ if triton is not None:
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
         UPCAST: tl.constexpr,
     ):
-        pid_m = tl.program_id(0)
-        pid_bh = tl.program_id(1)
+        pid_bh = tl.program_id(0)  # B·H on axis 0 (up to 2³¹ programs), query tiles on axis 1
+        pid_m = tl.program_id(1)
         b = pid_bh // H
         h = pid_bh % H
         hk = h // group  # grouped-query attention: the key head shared by `group` query heads
@@ -239,8 +239,8 @@ def fused_row_figures(query: torch.Tensor, key: torch.Tensor, *, scale: float, c
     kv = key_valid.to(device=query.device, dtype=torch.int8).contiguous() if key_valid is not None else out
     qv = query_valid.to(device=query.device, dtype=torch.int8).contiguous() if query_valid is not None else out
     window = int(sliding_window) if sliding_window is not None else 0
-    grid = (triton.cdiv(Tq, bm), B * H)
-    launch = dict(num_warps=warps, num_stages=2) if query.device.type == "cuda" else {}
+    grid = (B * H, triton.cdiv(Tq, bm))
+    launch = {"num_warps": warps, "num_stages": 2} if query.device.type == "cuda" else {}
     _kernel()[grid](
         query, key, out, kv, qv,
         *query.stride(), *key.stride(),
@@ -267,7 +267,7 @@ def describe_mask(valid: torch.Tensor, causal: bool, window_hint: int | None = N
     if valid.dim() != 4 or valid.shape[1] != 1:
         return None
     v = valid[:, 0]  # (B, Tq, Tk)
-    B, Tq, Tk = v.shape
+    _, Tq, Tk = v.shape
     qv = v.any(dim=2)
     kv = v.any(dim=1)
     both = qv[:, :, None] & kv[:, None, :]
@@ -307,7 +307,7 @@ def row_figures_for_call(collector, module, query, key, attention_mask, scale: f
     """
     if not can_use(query, key):
         return None
-    B, H, Tq, _ = query.shape
+    B, _, Tq, _ = query.shape
     Tk = key.shape[2]
     token_mask = collector.token_mask
     tm = token_mask.to(query.device) if token_mask is not None and token_mask.shape[1] == Tq == Tk else None
