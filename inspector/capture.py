@@ -235,12 +235,10 @@ class _Collector:
         acc = self.acc.setdefault(layer, _Accumulator(H, query.device))
         keep_probs = layer in self.options.keep_probs_layers
         keep_scores = layer in self.options.keep_scores_layers
-        if not (keep_probs or keep_scores):  # one Triton kernel over all rows (CUDA; see fused_stats)
-            from inspector.fused_stats import row_figures_for_call
+        if not (keep_probs or keep_scores):  # fused Triton kernels over all rows (CUDA; see fused_stats)
+            from inspector import fused_stats
 
-            figures = row_figures_for_call(self, module, query, key, attention_mask, scale, causal)
-            if figures is not None:
-                self._merge_rows(acc, scale, *figures)
+            if fused_stats.observe(self, module, query, key, attention_mask, scale, causal, acc):
                 return
         if key.shape[1] != H:  # grouped-query attention: key heads shared by several query heads
             key = key.repeat_interleave(H // key.shape[1], dim=1)

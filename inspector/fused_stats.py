@@ -194,17 +194,106 @@ if triton is not None:
         tl.store(o + 7 * fig_stride, e0_i, mask=row_in)
 
 
-_compiled: list = []
+    def _merge_kernel(
+        n_ptr, lo_ptr, hi_ptr, s1_ptr, s2_ptr, l_ptr, ey_ptr, e0_ptr,
+        acc_n, acc_mean, acc_m2, acc_min, acc_max, acc_ent, acc_rows, acc_frac, acc_frac_rows, acc_maxp, acc_sink,
+        stride_b, stride_h, B, Tq, inv_scale,
+        BLOCK: tl.constexpr,
+    ):
+        """One program per head: `capture._Collector._merge_rows` (float64) over all B·Tq rows, folded
+        into the accumulator tensors in place (Chan et al. for the moments)."""
+        h = tl.program_id(0)
+        R = B * Tq
+        inf = float("inf")
+        # pass 1: counts, mean, extremes, softmax figures
+        n_sum = tl.zeros([BLOCK], tl.float64)
+        nm_sum = tl.zeros([BLOCK], tl.float64)
+        lo_min = tl.full([BLOCK], inf, tl.float64)
+        hi_max = tl.full([BLOCK], -inf, tl.float64)
+        ent = tl.zeros([BLOCK], tl.float64)
+        maxp = tl.zeros([BLOCK], tl.float64)
+        sink = tl.zeros([BLOCK], tl.float64)
+        rows = tl.zeros([BLOCK], tl.float64)
+        frac = tl.zeros([BLOCK], tl.float64)
+        frac_rows = tl.zeros([BLOCK], tl.float64)
+        for r0 in range(0, R, BLOCK):
+            r = r0 + tl.arange(0, BLOCK)
+            inside = r < R
+            off = (r // Tq) * stride_b + h * stride_h + (r % Tq)
+            n = tl.load(n_ptr + off, mask=inside, other=0.0).to(tl.float64)
+            ok = n > 0
+            safe_n = tl.where(ok, n, 1.0)
+            hi = tl.where(ok, tl.load(hi_ptr + off, mask=inside, other=0.0).to(tl.float64), 0.0)
+            s1 = tl.load(s1_ptr + off, mask=inside, other=0.0).to(tl.float64)
+            mean_row = hi + s1 / safe_n
+            n_sum += n
+            nm_sum += n * mean_row
+            lo_min = tl.minimum(lo_min, tl.where(ok, tl.load(lo_ptr + off, mask=inside, other=0.0).to(tl.float64), inf))
+            hi_max = tl.maximum(hi_max, tl.where(ok, hi, -inf))
+            lsum = tl.load(l_ptr + off, mask=inside, other=0.0).to(tl.float64)
+            safe_l = tl.where(lsum > 0, lsum, 1.0)
+            rowf = tl.where(ok, 1.0, 0.0).to(tl.float64)
+            ey = tl.load(ey_ptr + off, mask=inside, other=0.0).to(tl.float64)
+            entropy = (tl.log(safe_l) - ey / safe_l) * rowf
+            ent += entropy
+            maxp += rowf / safe_l
+            sink += tl.load(e0_ptr + off, mask=inside, other=0.0).to(tl.float64) / safe_l * rowf
+            rows += rowf
+            multi = tl.where(n >= 2, 1.0, 0.0).to(tl.float64)
+            frac += entropy / tl.log(tl.maximum(n, 2.0)) * multi
+            frac_rows += multi
+        n_head = tl.sum(n_sum, axis=0)
+        mean_head = tl.sum(nm_sum, axis=0) / tl.maximum(n_head, 1.0)
+        # pass 2: second moment about the head's mean (no cancellation)
+        m2_acc = tl.zeros([BLOCK], tl.float64)
+        for r0 in range(0, R, BLOCK):
+            r = r0 + tl.arange(0, BLOCK)
+            inside = r < R
+            off = (r // Tq) * stride_b + h * stride_h + (r % Tq)
+            n = tl.load(n_ptr + off, mask=inside, other=0.0).to(tl.float64)
+            ok = n > 0
+            safe_n = tl.where(ok, n, 1.0)
+            hi = tl.where(ok, tl.load(hi_ptr + off, mask=inside, other=0.0).to(tl.float64), 0.0)
+            s1 = tl.load(s1_ptr + off, mask=inside, other=0.0).to(tl.float64)
+            s2 = tl.load(s2_ptr + off, mask=inside, other=0.0).to(tl.float64)
+            mean_y = s1 / safe_n
+            m2_row = tl.maximum(s2 - s1 * mean_y, 0.0)
+            d = hi + mean_y - mean_head
+            m2_acc += m2_row + n * d * d
+        m2_head = tl.sum(m2_acc, axis=0)
+        # fold into the accumulator (unscaled moments), as _Accumulator.add_moments does
+        mean_new = mean_head * inv_scale
+        m2_new = m2_head * inv_scale * inv_scale
+        a_n = tl.load(acc_n + h)
+        a_mean = tl.load(acc_mean + h)
+        tot = a_n + n_head
+        safe = tl.where(tot > 0, tot, 1.0)
+        delta = mean_new - a_mean
+        tl.store(acc_mean + h, tl.where(tot > 0, a_mean + delta * n_head / safe, a_mean))
+        tl.store(acc_m2 + h, tl.load(acc_m2 + h) + m2_new + delta * delta * a_n * n_head / safe)
+        tl.store(acc_n + h, tot)
+        tl.store(acc_min + h, tl.minimum(tl.load(acc_min + h), tl.min(lo_min, axis=0) * inv_scale))
+        tl.store(acc_max + h, tl.maximum(tl.load(acc_max + h), tl.max(hi_max, axis=0) * inv_scale))
+        tl.store(acc_ent + h, tl.load(acc_ent + h) + tl.sum(ent, axis=0))
+        tl.store(acc_maxp + h, tl.load(acc_maxp + h) + tl.sum(maxp, axis=0))
+        tl.store(acc_sink + h, tl.load(acc_sink + h) + tl.sum(sink, axis=0))
+        tl.store(acc_rows + h, tl.load(acc_rows + h) + tl.sum(rows, axis=0))
+        tl.store(acc_frac + h, tl.load(acc_frac + h) + tl.sum(frac, axis=0))
+        tl.store(acc_frac_rows + h, tl.load(acc_frac_rows + h) + tl.sum(frac_rows, axis=0))
 
 
-def _kernel():
+_compiled: dict = {}
+
+
+def _kernel(fn=None):
     """The jitted kernel (an interpreted one when Triton was imported with TRITON_INTERPRET=1)."""
-    if not _compiled:
+    fn = fn or _row_figures_kernel
+    if fn not in _compiled:
         from triton.runtime.interpreter import InterpretedFunction
         from triton.runtime.jit import JITFunction
 
-        _compiled.append((InterpretedFunction if _interpreting() else JITFunction)(_row_figures_kernel))
-    return _compiled[0]
+        _compiled[fn] = (InterpretedFunction if _interpreting() else JITFunction)(fn)
+    return _compiled[fn]
 
 
 def _tiles(d: int, device: torch.device) -> tuple[int, int, int]:
@@ -254,6 +343,26 @@ def fused_row_figures(query: torch.Tensor, key: torch.Tensor, *, scale: float, c
     return tuple(out)
 
 
+def merge_rows_fused(acc, scale: float, *figures: torch.Tensor) -> None:
+    """`capture._Collector._merge_rows(acc, scale, *figures)` in one launch: float64 per-head sums of the
+    (B, H, Tq) float32 row figures, folded into the `_Accumulator` tensors in place."""
+    n = figures[0]
+    B, H, Tq = n.shape
+    assert all(f.shape == n.shape and f.stride() == n.stride() and f.dtype == torch.float32 for f in figures)
+    assert n.stride(2) == 1
+    fields = ("n", "mean", "m2", "min", "max", "ent_sum", "rows", "frac_sum", "frac_rows", "maxp_sum", "sink_sum")
+    for name in fields:  # contiguous float64 (H,) on the figures' device, updated in place
+        t = getattr(acc, name)
+        if t.dtype != torch.float64 or not t.is_contiguous() or t.device != n.device:
+            setattr(acc, name, t.to(device=n.device, dtype=torch.float64).contiguous())
+    launch = {"num_warps": 4} if n.device.type == "cuda" else {}
+    _kernel(_merge_kernel)[(H,)](
+        *figures, *(getattr(acc, name) for name in fields),
+        n.stride(0), n.stride(1), B, Tq, 1.0 / float(scale),
+        BLOCK=1024 if n.device.type == "cuda" else 64, **launch,
+    )
+
+
 # --------------------------------------------------------------------------- mask description
 
 
@@ -299,6 +408,16 @@ def _window_hint(module) -> int | None:
     return None
 
 
+def observe(collector, module, query, key, attention_mask, scale: float, causal: bool, acc) -> bool:
+    """Fold one attention call's statistics into `acc` with the two fused kernels (row figures, then the
+    per-head merge): two launches per layer. False when the torch path must do it."""
+    figures = row_figures_for_call(collector, module, query, key, attention_mask, scale, causal)
+    if figures is None:
+        return False
+    merge_rows_fused(acc, scale, *figures)
+    return True
+
+
 def row_figures_for_call(collector, module, query, key, attention_mask, scale: float, causal: bool):
     """The row figures of one attention call from the fused kernel, or None (use the torch path).
 
@@ -330,4 +449,5 @@ def row_figures_for_call(collector, module, query, key, attention_mask, scale: f
                              sliding_window=window)
 
 
-__all__ = ["ENV", "can_use", "describe_mask", "fused_row_figures", "mode", "row_figures_for_call"]
+__all__ = ["ENV", "can_use", "describe_mask", "fused_row_figures", "merge_rows_fused", "mode", "observe",
+           "row_figures_for_call"]

@@ -159,6 +159,25 @@ def test_fully_masked_rows_and_items_give_empty_rows():
     assert torch.isinf(got[1][1]).all() and got[7][1].eq(0).all() and got[5][1].eq(0).all()
 
 
+def test_fused_merge_equals_torch_merge():
+    """The per-head float64 merge kernel vs `_merge_rows`, twice into the same accumulator (Chan merge),
+    with empty rows and an offset-heavy head (mean ≫ spread)."""
+    g = torch.Generator().manual_seed(5)
+    B, H, T, d = 3, 3, 21, 16
+    kv = _padding(B, T, "left")
+    acc_t, acc_f = capture._Accumulator(H), capture._Accumulator(H)
+    for step in range(2):
+        q = torch.randn(B, H, T, d, generator=g) * 0.5 + (2.0 if step else 0.0)
+        k = torch.randn(B, H, T, d, generator=g) * 0.5 + 2.0
+        figures = fused_stats.fused_row_figures(q, k, scale=0.25, causal=True, key_valid=kv, query_valid=kv)
+        capture._Collector._merge_rows(acc_t, 0.25, *figures)
+        fused_stats.merge_rows_fused(acc_f, 0.25, *figures)
+    for name in ("n", "mean", "m2", "min", "max", "ent_sum", "rows", "frac_sum", "frac_rows", "maxp_sum",
+                 "sink_sum"):
+        np.testing.assert_allclose(getattr(acc_f, name).numpy(), getattr(acc_t, name).numpy(), rtol=1e-12,
+                                   atol=1e-12, err_msg=name)
+
+
 def test_describe_mask_recovers_structure_or_refuses():
     B, T = 3, 12
     kv = _padding(B, T, "left")
