@@ -158,10 +158,12 @@ if triton is not None:
             n_t = tl.sum(valid.to(tl.float32), axis=1)
             m_t = tl.max(tl.where(valid, z, -inf), axis=1)
             lo_i = tl.minimum(lo_i, tl.min(tl.where(valid, z, inf), axis=1))
-            # first attended key of rows that had none before this tile
-            first = tl.min(tl.where(valid, cols[None, :], Tk + BLOCK_N), axis=1)
-            z_first = tl.sum(tl.where(cols[None, :] == first[:, None], z, 0.0), axis=1)
-            z0_i = tl.where((n_i == 0) & (n_t > 0), z_first, z0_i)
+            # z at the first attended key of rows that had none before this tile (most tiles: no such row)
+            starts = (n_i == 0) & (n_t > 0)
+            if tl.max(starts.to(tl.int32), axis=0) > 0:
+                first = tl.min(tl.where(valid, cols[None, :], Tk + BLOCK_N), axis=1)
+                z_first = tl.sum(tl.where(cols[None, :] == first[:, None], z, 0.0), axis=1)
+                z0_i = tl.where(starts, z_first, z0_i)
 
             m_new = tl.maximum(m_i, m_t)
             seen = n_i > 0
@@ -359,7 +361,7 @@ def merge_rows_fused(acc, scale: float, *figures: torch.Tensor) -> None:
     _kernel(_merge_kernel)[(H,)](
         *figures, *(getattr(acc, name) for name in fields),
         n.stride(0), n.stride(1), B, Tq, 1.0 / float(scale),
-        BLOCK=1024 if n.device.type == "cuda" else 64, **launch,
+        BLOCK=256 if n.device.type == "cuda" else 64, **launch,
     )
 
 
