@@ -26,6 +26,7 @@ window band are not visited. Grouped-query attention reads key head h // (H // H
 also runs on CPU tensors under `TRITON_INTERPRET=1`, which is how the tests exercise it).
 """
 import os
+import warnings
 
 import torch
 
@@ -413,11 +414,28 @@ def _window_hint(module) -> int | None:
 def observe(collector, module, query, key, attention_mask, scale: float, causal: bool, acc) -> bool:
     """Fold one attention call's statistics into `acc` with the two fused kernels (row figures, then the
     per-head merge): two launches per layer. False when the torch path must do it."""
-    figures = row_figures_for_call(collector, module, query, key, attention_mask, scale, causal)
-    if figures is None:
+    global _failed
+    if _failed is not None and mode() == "auto":
         return False
-    merge_rows_fused(acc, scale, *figures)
+    try:
+        figures = row_figures_for_call(collector, module, query, key, attention_mask, scale, causal)
+        if figures is None:
+            return False
+        merge_rows_fused(acc, scale, *figures)
+    except InspectorError:
+        raise
+    except Exception as err:  # a kernel that does not compile or launch on this GPU / Triton
+        if mode() != "auto":
+            raise
+        # auto: nothing was merged yet (a failed launch writes nothing); keep the torch path from now on
+        _failed = f"{type(err).__name__}: {err}"
+        warnings.warn(f"inspector: the fused attention-statistics kernel failed ({_failed[:300]}); using the "
+                      f"torch path for the rest of this process. Set {ENV}=off to silence this.", stacklevel=2)
+        return False
     return True
+
+
+_failed: str | None = None  # why the fused path was switched off in auto mode, if it was
 
 
 def row_figures_for_call(collector, module, query, key, attention_mask, scale: float, causal: bool):

@@ -264,6 +264,31 @@ def test_capture_run_fused_equals_torch_path_and_keeps_logits(family, padding, m
     _stats_equal(kept.attention, off.attention)
 
 
+def test_auto_mode_falls_back_when_the_kernel_fails(monkeypatch):
+    """auto: a kernel that fails (e.g. does not compile on some GPU) switches to the torch path with a
+    warning, and the statistics are still right; on: the error surfaces."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel for this GPU")
+
+    model, tok = tiny_gpt2_model(seed=1, init_range=0.3)
+    lm = wrap(model, tok)
+    batch = encode_batch(lm, TEXTS, padding_side="left")
+    monkeypatch.setenv(fused_stats.ENV, "off")
+    ref = capture.run(lm, batch)
+    monkeypatch.setenv(fused_stats.ENV, "on")
+    monkeypatch.setattr(fused_stats, "fused_row_figures", broken)
+    monkeypatch.setattr(fused_stats, "can_use", lambda q, k: True)  # as if on CUDA
+    monkeypatch.setattr(fused_stats, "_failed", None)
+    with pytest.raises(RuntimeError, match="no kernel"):
+        capture.run(lm, batch)
+    monkeypatch.setenv(fused_stats.ENV, "auto")
+    with pytest.warns(UserWarning, match="torch path"):
+        got = capture.run(lm, batch)
+    assert fused_stats._failed is not None
+    _stats_equal(got.attention, ref.attention)
+    np.testing.assert_array_equal(got.logits.numpy(), ref.logits.numpy())
+
+
 def test_sliding_window_model_uses_fused_path(monkeypatch, kernel_calls):
     """A tiny Mistral (sliding window 4 < 12 tokens, GQA 4/2): the model's own mask is recognised."""
     from transformers import MistralConfig, MistralForCausalLM
