@@ -22,6 +22,9 @@ validity (left/right padding), per-batch query validity (a padded query row gets
 optional sliding window (query position p sees keys > p − window). Key tiles outside the causal /
 window band are not visited. Grouped-query attention reads key head h // (H // H_kv) directly.
 
+A second small kernel (one program per head) does `_merge_rows`' float64 per-head merge straight into
+the accumulator tensors, so a layer costs two launches instead of about fifty small torch ops.
+
 `INSPECTOR_FUSED_STATS=auto|on|off` (default auto: on for CUDA tensors when Triton imports; `on`
 also runs on CPU tensors under `TRITON_INTERPRET=1`, which is how the tests exercise it).
 """
@@ -103,7 +106,7 @@ if triton is not None:
     ):
         pid_bh = tl.program_id(0)  # B·H on axis 0 (up to 2³¹ programs), query tiles on axis 1
         pid_m = tl.program_id(1)
-        b = pid_bh // H
+        b = (pid_bh // H).to(tl.int64)  # int64 offsets: b·stride can pass 2³¹ on large batches
         h = pid_bh % H
         hk = h // group  # grouped-query attention: the key head shared by `group` query heads
         m0 = pid_m * BLOCK_M
