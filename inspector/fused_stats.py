@@ -21,6 +21,8 @@ The mask is described, not materialised: causal (query i sees keys ≤ i + Tk �
 validity (left/right padding), per-batch query validity (a padded query row gets n = 0) and an
 optional sliding window (query position p sees keys > p − window). Key tiles outside the causal /
 window band are not visited. Grouped-query attention reads key head h // (H // H_kv) directly.
+The description is derived from the torch path's own boolean mask and checked against it exactly,
+once per mask tensor per forward (`describe_mask`); a mask it does not fit goes to the torch path.
 
 A second small kernel (one program per head) does `_merge_rows`' float64 per-head merge straight into
 the accumulator tensors, so a layer costs two launches instead of about fifty small torch ops.
