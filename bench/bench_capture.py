@@ -17,12 +17,20 @@ Variants, all on the same random-init weights and the same batch (no padding):
 Timing: medians over interleaved repeats in one process (ratios are robust to a noisy machine).
 Memory: peak growth of one call, each variant in a fresh subprocess on CPU (see bench/_util.py).
 GPU (when torch.cuda.is_available()): bf16, 1×1024 and 8×1024. CPU: fp32, 1×256 and 4×256.
+
+`--cuda-suite` (GPU only, one command, a few minutes): plain SDPA vs the torch statistics path
+(INSPECTOR_FUSED_STATS=off) vs the fused Triton path (=on) vs eager with output_attentions=True, for
+GPT-2-small and BERT-base at 1×1024, 8×1024, 8×512 and a SmolLM2-135M-shaped Llama at 8×1024, bf16,
+random init; time and torch.cuda.max_memory_allocated ratios to plain, logits bit-identity, and the
+agreement of the fused statistics with the torch path.
 """
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -231,6 +239,144 @@ def worker(family: str, variant: str, B: int, T: int, quick: bool, threads: int 
     _util.emit({"peak_mb": mem.peak_mb, "method": mem.method})
 
 
+# --------------------------------------------------------------------------- CUDA suite (fused kernel)
+
+
+SUITE = [("gpt2", 1, 1024), ("gpt2", 8, 1024), ("gpt2", 8, 512),
+         ("bert", 1, 1024), ("bert", 8, 1024), ("bert", 8, 512), ("smollm2", 8, 1024)]
+SUITE_STATS = STAT_NAMES + ("sink_mass",)
+
+
+def build_smollm2(attn: str, device, dtype):
+    """SmolLM2-135M's shape (30 layers, 576 wide, 9 heads / 3 KV heads, MLP 1536, V 49 152), random init."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30,
+                      num_attention_heads=9, num_key_value_heads=3, max_position_embeddings=8192,
+                      rope_theta=100000.0, tie_word_embeddings=True, attn_implementation=attn)
+    with torch.device(device):
+        model = LlamaForCausalLM(cfg)
+    return model.to(dtype=dtype).eval().requires_grad_(False)
+
+
+def _suite_lm(model, family: str, device):
+    from inspector.errors import UnsupportedArchitectureError
+
+    try:
+        return wrap(model, None)
+    except UnsupportedArchitectureError:  # an architecture wrap() does not know yet: what capture.run needs, by hand
+        cfg = model.config
+        return types.SimpleNamespace(model=model, device=device, family=family, n_layers=cfg.num_hidden_layers,
+                                     n_heads=cfg.num_attention_heads, vocab_size=cfg.vocab_size)
+
+
+def _with_mode(mode: str, fn):
+    def call():
+        old = os.environ.get("INSPECTOR_FUSED_STATS")
+        os.environ["INSPECTOR_FUSED_STATS"] = mode
+        try:
+            return fn()
+        finally:
+            if old is None:
+                os.environ.pop("INSPECTOR_FUSED_STATS", None)
+            else:
+                os.environ["INSPECTOR_FUSED_STATS"] = old
+    return call
+
+
+def cuda_suite(repeats: int, smoke: bool = False) -> None:
+    """The GPU suite. `smoke`: the same code on CPU fp32 at tiny lengths under TRITON_INTERPRET=1, to check
+    that it runs (its figures measure nothing)."""
+    from inspector import fused_stats
+
+    if smoke:
+        if not fused_stats._interpreting():
+            raise SystemExit("--suite-smoke needs TRITON_INTERPRET=1 in the environment")
+        device, dtype, suite = torch.device("cpu"), torch.float32, [(f, 2, 16) for f in ("gpt2", "bert", "smollm2")]
+    else:
+        if not torch.cuda.is_available():
+            raise SystemExit("--cuda-suite needs a CUDA GPU (torch.cuda.is_available() is False)")
+        device, dtype, suite = torch.device("cuda"), torch.bfloat16, SUITE
+        torch.backends.cuda.matmul.allow_tf32 = False  # the torch path's fp32 QKᵀ stays exact
+    title = "SMOKE RUN on CPU (not a measurement)" if smoke else "Fused attention statistics on CUDA"
+    print(_util.header(f"{title} (bench/bench_capture.py --cuda-suite)", device,
+                       f"{str(dtype).replace('torch.', '')} · random init · median of {repeats} interleaved repeats · "
+                       f"triton {getattr(fused_stats.triton, '__version__', 'missing')}"), flush=True)
+    time_rows, mem_rows, check_rows = [], [], []
+    built: dict[str, tuple] = {}
+    for family, B, T in suite:
+        if family not in built:
+            built.clear()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            if family == "smollm2":
+                sdpa, eager = build_smollm2("sdpa", device, dtype), build_smollm2("eager", device, dtype)
+            else:
+                sdpa, eager = build(family, "sdpa", device, dtype, 1024), build(family, "eager", device, dtype, 1024)
+            built[family] = (_suite_lm(sdpa, family, device), eager)
+        lm, eager = built[family]
+        batch = make_batch(family, B, T, lm.model.config.vocab_size, device)
+        extra = {"use_cache": False} if family in ("gpt2", "smollm2") else {}
+        stats_opts = capture.CaptureOptions(logits=False)
+
+        def plain():
+            with torch.no_grad():
+                return lm.model(**batch, **extra).logits
+
+        def naive():
+            with torch.no_grad():
+                return eager(**batch, **extra, output_attentions=True).logits
+
+        fns = {"plain": plain,
+               "torch stats": _with_mode("off", lambda: capture.run(lm, batch, stats_opts)),
+               "fused stats": _with_mode("on", lambda: capture.run(lm, batch, stats_opts)),
+               "eager + attentions": naive}
+        med = _util.interleaved_medians(fns, device, repeats)
+        peaks = {}
+        for name, fn in fns.items():
+            with _util.PeakMemory(device) as mem:
+                out = fn()
+                del out
+            peaks[name], mem_method = mem.peak_mb, mem.method
+        p, pm = med["plain"], peaks["plain"]
+        shape = f"{B}×{T}"
+        time_rows.append([family, shape, p * 1e3] + [med[n] * 1e3 for n in list(fns)[1:]]
+                         + [med[n] / p for n in list(fns)[1:]])
+        mem_rows.append([family, shape, pm] + [peaks[n] for n in list(fns)[1:]]
+                        + [peaks[n] / pm if pm > 0 else math.nan for n in list(fns)[1:]])
+
+        ref = plain().float().cpu()
+        on = _with_mode("on", lambda: capture.run(lm, batch))()
+        off = _with_mode("off", lambda: capture.run(lm, batch))()
+        worst = {"elementwise": ("", 0.0), "scaled": ("", 0.0)}  # max |Δ|/|x| and max |Δ| / max |x| per statistic
+        for name in SUITE_STATS:
+            a = np.asarray(getattr(on.attention, name), dtype=np.float64)
+            b = np.asarray(getattr(off.attention, name), dtype=np.float64)
+            top = max(float(np.nanmax(np.abs(b))), 1e-30)
+            rels = {"elementwise": float(np.nanmax(np.abs(a - b) / np.maximum(np.abs(b), 1e-30))),
+                    "scaled": float(np.nanmax(np.abs(a - b)) / top)}
+            for kind, rel in rels.items():
+                if rel > worst[kind][1]:
+                    worst[kind] = (name, rel)
+        check_rows.append([family, shape, "yes" if torch.equal(on.logits, ref) else "NO",
+                           "yes" if torch.equal(off.logits, ref) else "NO"]
+                          + [f"{worst[k][1]:.1e} ({worst[k][0] or '–'})" for k in ("elementwise", "scaled")]
+                          + ["yes" if worst["scaled"][1] <= 1e-3 else "NO"])
+        print(f"  {family} {shape}: plain {p * 1e3:.1f} ms, fused ×{med['fused stats'] / p:.2f}, "
+              f"torch ×{med['torch stats'] / p:.2f}", file=sys.stderr, flush=True)
+        del on, off, ref
+    names = ["torch stats", "fused stats", "eager + attentions"]
+    print("\nWall time per forward (ms) and ratios to the plain SDPA forward\n")
+    print(_util.table(["model", "B×T", "plain"] + names + [f"{n}/plain" for n in names], time_rows))
+    print(f"\nPeak memory growth of one forward (MiB, {mem_method}, same process) and ratios\n")
+    print(_util.table(["model", "B×T", "plain"] + names + [f"{n}/plain" for n in names], mem_rows))
+    print("\nChecks: logits bit-identical to plain SDPA; fused vs torch statistics (worst statistic over "
+          "layers × heads: max |Δ|/|x|, and max |Δ| / max |x|)\n")
+    print(_util.table(["model", "B×T", "fused logits ≡ plain", "torch logits ≡ plain", "max |Δ|/|x|",
+                       "max |Δ|/max |x|", "≤ 1e-3"], check_rows))
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -241,11 +387,17 @@ def main() -> None:
     ap.add_argument("--families", default=",".join(FAMILIES))
     ap.add_argument("--no-memory", action="store_true", help="skip the per-variant memory subprocesses")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's own)")
+    ap.add_argument("--cuda-suite", action="store_true",
+                    help="GPU only: plain vs torch statistics vs fused Triton statistics vs eager (see module doc)")
+    ap.add_argument("--suite-smoke", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--worker", nargs=4, metavar=("FAMILY", "VARIANT", "B", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         fam, var, B, T = args.worker
         worker(fam, var, int(B), int(T), args.quick, args.threads)
+        return
+    if args.cuda_suite or args.suite_smoke:
+        cuda_suite(args.repeats or (1 if args.suite_smoke else 5), smoke=args.suite_smoke)
         return
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -227,8 +227,6 @@ class _Collector:
             layer = self._calls
         self._calls += 1
         B, H, Tq, d = query.shape
-        if key.shape[1] != H:  # grouped-query attention: key heads shared by several query heads
-            key = key.repeat_interleave(H // key.shape[1], dim=1)
         Tk = key.shape[2]
         scale = float(scaling) if scaling is not None else 1.0 / math.sqrt(d)
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
@@ -237,6 +235,13 @@ class _Collector:
         acc = self.acc.setdefault(layer, _Accumulator(H, query.device))
         keep_probs = layer in self.options.keep_probs_layers
         keep_scores = layer in self.options.keep_scores_layers
+        if not (keep_probs or keep_scores):  # fused Triton kernels over all rows (CUDA; see fused_stats)
+            from inspector import fused_stats
+
+            if fused_stats.observe(self, module, query, key, attention_mask, scale, causal, acc):
+                return
+        if key.shape[1] != H:  # grouped-query attention: key heads shared by several query heads
+            key = key.repeat_interleave(H // key.shape[1], dim=1)
         kept_scores, kept_probs, kept_valid = [], [], []
 
         budget = _chunk_elements(query.device)
