@@ -25,6 +25,7 @@ app: install
 
 test: install
 	-bash scripts/install_browser.sh
+	$(PY) -m ruff check inspector pages tests bench app.py
 	$(PY) -m pytest -q
 
 bench: install

@@ -16,6 +16,7 @@ PAGES = [
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/token_loss.py", title="Token loss", icon=":material/functions:"),
     st.Page("pages/attribution.py", title="Attribution", icon=":material/highlight:"),
+    st.Page("pages/analyses.py", title="Layer by layer", icon=":material/layers:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/foundations.py", title="Foundations", icon=":material/school:"),
     st.Page("pages/report.py", title="Report", icon=":material/description:"),

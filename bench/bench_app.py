@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _util  # noqa: E402
 
 REPO = _util.REPO
-PAGES = ["overview", "layernorm", "attention", "embeddings", "token_loss", "attribution", "compare",
+PAGES = ["overview", "layernorm", "attention", "embeddings", "token_loss", "attribution", "analyses", "compare",
          "foundations", "report"]
 
 

@@ -303,6 +303,10 @@ def _write_all(report, outputs, args, bar: ProgressBar, t0: float) -> None:
     bar("done", 1.0)
     notes = [(name, sec) for name, sec in report.sections.items() if not sec.available]
     if not args.quiet:
+        from .report import blocks_text
+
+        for line in blocks_text(report):  # headline figures of the analyses on the contract
+            bar.message(line)
         for name, sec in notes:
             bar.message(f"{'warning' if sec.status == 'failed' else 'note'}: section {name}: {sec}")
         bar.message(f"finished in {time.perf_counter() - t0:.1f} s")

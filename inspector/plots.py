@@ -26,11 +26,11 @@ __all__ = [
     "contextual_layers_chart", "token_cosine_heatmap",
     "sigma_vs_dim_chart", "softmax_scaling_chart", "temperature_chart", "loss_race_chart", "gaussian_kl_chart",
     "discrete_kl_chart", "divergence_chart", "layer_drift_chart", "attention_comparison_heatmaps",
-    "token_bar_chart", "attribution_bar_chart",
+    "token_bar_chart", "attribution_bar_chart", "chart_figure", "PALETTE", "LOG_AXIS",
 ]
 
-# Colour-blind-friendly qualitative palette (Okabe–Ito), shared with the report's SVG charts.
-PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
+# One style for the app and the reports: the Okabe–Ito palette is defined once, in svg_charts.
+from .svg_charts import PALETTE  # noqa: E402
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), hoverlabel=dict(namelength=-1))
 
 
@@ -634,4 +634,43 @@ def _empty(message: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text=html.escape(message, quote=False), showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
     fig.update_layout(**_LAYOUT, height=200, xaxis_visible=False, yaxis_visible=False)
+    return fig
+
+
+# --------------------------------------------------------------------------- declared charts (inspector.analysis.Chart)
+
+# Shared with svg_charts.chart_svg: the same palette, titles and log axes ticked at powers of ten.
+LOG_AXIS = dict(type="log", dtick=1)
+
+
+def chart_figure(chart) -> go.Figure:
+    """Plotly figure of a declared `inspector.analysis.Chart` (the reports draw the same chart as SVG)."""
+    fig = go.Figure()
+    if chart.kind == "heatmap":
+        z = np.asarray(chart.z, dtype=float)
+        if not z.size:
+            return _empty(f"{chart.title}: no data")
+        fig.add_trace(go.Heatmap(z=z, x=[html.escape(str(c), quote=False) for c in chart.col_labels] or None,
+                                 y=[html.escape(str(r), quote=False) for r in chart.row_labels] or None,
+                                 colorscale="Viridis", zmin=chart.zmin, zmax=chart.zmax,
+                                 colorbar=dict(title=chart.colorbar_title),
+                                 hovertemplate="%{y}<br>%{x}<br>%{z:.4g}<extra></extra>"))
+        fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=9))
+        fig.update_yaxes(type="category", autorange="reversed")
+        height = max(320, 28 * len(chart.row_labels) + 200)
+    else:
+        for i, (name, xs, ys) in enumerate(chart.series):
+            color = PALETTE[i % len(PALETTE)]
+            if chart.kind == "bar":
+                fig.add_trace(go.Bar(x=[html.escape(str(x), quote=False) for x in xs], y=list(ys), name=name,
+                                     marker_color=color))
+            else:
+                fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name,
+                                         line=dict(color=color)))
+        if chart.log_y:
+            fig.update_yaxes(**LOG_AXIS)
+        fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
+        height = 380
+    fig.update_layout(**_LAYOUT, title=chart.title, xaxis_title=chart.x_title, yaxis_title=chart.y_title,
+                      height=height)
     return fig

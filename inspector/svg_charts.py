@@ -15,9 +15,9 @@ from typing import Sequence
 import numpy as np
 
 __all__ = ["bar_chart", "histogram", "histogram_from_values", "heatmap", "line_chart", "fmt_number", "color_at",
-           "escape", "PALETTE"]
+           "escape", "PALETTE", "chart_svg"]
 
-# Colour-blind-friendly qualitative palette (Okabe–Ito).
+# Colour-blind-friendly qualitative palette (Okabe–Ito); plots.py (the app's Plotly figures) uses it too.
 PALETTE = ("#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000")
 
 _FONT = 'font-family="system-ui, -apple-system, Segoe UI, Roboto, sans-serif"'
@@ -463,3 +463,18 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, ti
     _axes(parts, x0, y0, x1, y1, x_label, y_label + (" (log scale)" if log_y and y_label else ""), width, height)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def chart_svg(chart) -> str:
+    """SVG of a declared `inspector.analysis.Chart` (the app draws the same chart with Plotly)."""
+    if chart.kind == "heatmap":
+        if not chart.z:
+            return _empty(560, 280, chart.title)
+        return heatmap(np.asarray(chart.z, dtype=float), row_labels=list(chart.row_labels) or None,
+                       col_labels=list(chart.col_labels) or None, title=chart.title, x_label=chart.x_title,
+                       y_label=chart.y_title, vmin=chart.zmin, vmax=chart.zmax, colorbar_label=chart.colorbar_title)
+    if chart.kind == "bar":
+        name, xs, ys = chart.series[0] if chart.series else ("", (), ())
+        return bar_chart([str(x) for x in xs], ys, title=chart.title, x_label=chart.x_title, y_label=chart.y_title)
+    return line_chart({name: (xs, ys) for name, xs, ys in chart.series}, title=chart.title, x_label=chart.x_title,
+                      y_label=chart.y_title, log_y=chart.log_y)

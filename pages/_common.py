@@ -1,20 +1,22 @@
 """UI support for every page: the only module that imports both streamlit and inspector.
 
 - `load_model(spec, device, dtype)`: models cached once per process (`st.cache_resource`).
-- `run_*` functions: analysis results cached per (model key, text, settings) (`st.cache_data`);
-  the model itself is passed as `_lm` so Streamlit never hashes it, and the key is made of
-  strings (spec with revision, device, dtype, weights hash), never of an object id.
+- `run(fn, ...)` / `run_on_text(fn, lm, text, pair, ...)`: the one cache of results (`st.cache_data`),
+  keyed on the function and every argument; a loaded model is hashed by its `model_key` (spec with
+  revision, device, dtype, weights hash), never by an object id.
+- `chart(builder, *args)`: Plotly figures of `inspector.plots`, kept per distinct arguments.
 - `guard()`: every error reaches the user as a readable `st.error`, never a traceback.
 - `sidebar()`: the model picker and text input shared by all pages (drawn by app.py).
 - small display helpers (number formatting, escaped HTML for coloured tokens).
 
-Pages stay thin: they read `page_context()`, call a `run_*` function and draw figures made by
+Pages stay thin: they read `page_context()`, call `run(...)` with a library function and draw figures made by
 `inspector.plots`. No maths here either; anything computed lives in `inspector/`.
 """
 from __future__ import annotations
 
 import contextlib
 import html
+import importlib
 import logging
 import os
 import sys
@@ -421,7 +423,7 @@ def _parameter_groups(model) -> list[dict]:
     return [{"group": g, "parameters": totals[g], "share": 100.0 * totals[g] / total} for g in order if g in totals]
 
 
-def _capture_points(lm) -> dict:
+def _capture_points(lm: models.LoadedModel) -> dict:
     """Which attention modules call inspector's attention function (those carrying a layer index)."""
     from inspector import capture
 
@@ -433,15 +435,10 @@ def _capture_points(lm) -> dict:
             "modules": mods}
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
-def run_overview(_lm, key: tuple) -> dict:
-    """Plain facts for the Overview page (cached per model key)."""
-    return {"describe": _lm.describe(), "parameters": _parameter_groups(_lm.model), "capture": _capture_points(_lm)}
-
-
-# --------------------------------------------------------------------------- cached analysis runners
-# Each runner: `_lm` (not hashed) + `key` (model_key: spec@revision, device, dtype, weights hash) +
-# the text and settings. Work runs inside the library's device queue (bounded concurrency per device).
+# --------------------------------------------------------------------------- one cached runner
+# `run(fn, ...)` is the only cache of results: keyed on the function's name and EVERY argument, a
+# LoadedModel by its model_key (spec@revision, device, dtype, weights hash; never an id()). Library
+# functions run inside the library's device queue (bounded concurrency per device).
 
 
 def _queued_notice(device) -> Callable[[int], None]:
@@ -466,140 +463,127 @@ def _queued_notice(device) -> Callable[[int], None]:
     return on_wait
 
 
-def _on_device(lm, fn, *args, **kwargs):
+def _on_device(lm: models.LoadedModel, fn, *args, **kwargs):
     from inspector.service import device_slot
 
     with device_slot(lm.device, on_wait=_queued_notice(lm.device)):
         return fn(*args, **kwargs)
 
 
-def _encode(lm, text: str, text_pair: str | None):
+def _function_name(fn: Callable) -> str:
+    name = f"{fn.__module__}:{fn.__qualname__}"
+    if "<" in fn.__qualname__:
+        raise TypeError(f"run() needs a module-level function, not {name}")
+    return name
+
+
+def _resolve(name: str) -> Callable:
+    module, _, qualname = name.partition(":")
+    obj = importlib.import_module(module)
+    for part in qualname.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+@st.cache_data(show_spinner=False, max_entries=512, hash_funcs={models.LoadedModel: model_key})
+def _cached_call(fn_name: str, args: tuple, kwargs: dict):
+    """`fn(*args, **kwargs)`, cached on every argument. Library functions run in the device queue."""
+    fn = _resolve(fn_name)
+    lm = next((a for a in (*args, *kwargs.values()) if isinstance(a, models.LoadedModel)), None)
+    if lm is None or not fn_name.startswith("inspector."):  # plain maths, or a composition below
+        return fn(*args, **kwargs)
+    return _on_device(lm, fn, *args, **kwargs)
+
+
+def run(fn: Callable, *args, spinner: str | None = None, **kwargs):
+    """`fn(*args, **kwargs)` computed once per distinct arguments (a copy per caller).
+
+    `fn` is a module-level function of `inspector` (or a composition in this module); `spinner` is
+    shown while it runs (Streamlit shows a spinner only after 0.5 s, so a cache hit draws none).
+    """
+    name = _function_name(fn)
+    if spinner is None:
+        return _cached_call(name, args, kwargs)
+    with st.spinner(spinner):
+        return _cached_call(name, args, kwargs)
+
+
+def _encode(lm: models.LoadedModel, text: str, text_pair: str | None):
     from inspector.inputs import encode
 
     return encode(lm, text, text_pair)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def run_encode(_lm, key: tuple, text: str, text_pair: str | None):
+def _on_encoded(fn_name: str, lm, text: str, text_pair: str | None, args: tuple, kwargs: dict):
+    return _on_device(lm, _resolve(fn_name), lm, _encode(lm, text, text_pair), *args, **kwargs)
+
+
+def run_on_text(fn: Callable, lm, text: str, text_pair: str | None, *args, spinner: str | None = None, **kwargs):
+    """`fn(lm, encode(lm, text, text_pair), *args, **kwargs)`, cached like `run`."""
+    return run(_on_encoded, _function_name(fn), lm, text, text_pair, args, kwargs, spinner=spinner)
+
+
+def encoded(lm: models.LoadedModel, text: str, text_pair: str | None):
     """The tokenised text (tokens, truncation flag) as every analysis sees it."""
-    return _encode(_lm, text, text_pair)
+    return run(_encode, lm, text, text_pair)
 
 
-@st.cache_data(show_spinner="Reading the norm layers' γ and β…", max_entries=16)
-def run_layernorm(_lm, key: tuple, bins: int = 60):
-    from inspector.analyses import layernorm
-
-    return _on_device(_lm, layernorm.layernorm_stats, _lm, bins)
+# Compositions a page needs as one cached result (each part a library call).
 
 
-@st.cache_data(show_spinner="Running the text through the norm layers…", max_entries=32)
-def run_layernorm_activations(_lm, key: tuple, text: str, text_pair: str | None):
-    from inspector.analyses import layernorm
-
-    enc = _encode(_lm, text, text_pair)
-    return _on_device(_lm, layernorm.layernorm_activations, _lm, enc)
+def overview_facts(lm: models.LoadedModel) -> dict:
+    """Plain facts for the Overview page."""
+    return {"describe": lm.describe(), "parameters": _parameter_groups(lm.model), "capture": _capture_points(lm)}
 
 
-@st.cache_data(show_spinner="Measuring QKᵀ in every layer and head…", max_entries=32)
-def run_attention(_lm, key: tuple, text: str, text_pair: str | None):
-    from inspector.analyses import attention
-
-    enc = _encode(_lm, text, text_pair)
-    return _on_device(_lm, attention.attention_logit_report, _lm, enc)
-
-
-@st.cache_data(show_spinner="Computing the attention pattern…", max_entries=64)
-def run_attention_pattern(_lm, key: tuple, text: str, text_pair: str | None, layer: int, head: int):
-    from inspector.analyses import attention
-
-    enc = _encode(_lm, text, text_pair)
-    return _on_device(_lm, attention.attention_pattern, _lm, enc, layer, head)
-
-
-@st.cache_data(show_spinner="Re-running the softmax at other temperatures…", max_entries=32)
-def run_scaling_what_if(_lm, key: tuple, text: str, text_pair: str | None, layer: int,
-                        temperatures: tuple[float, ...]):
-    from inspector.analyses import attention
-
-    enc = _encode(_lm, text, text_pair)
-    return _on_device(_lm, attention.scaling_what_if, _lm, enc, layer, temperatures)
-
-
-@st.cache_data(show_spinner=False, max_entries=32)
-def run_attribution(_lm, key: tuple, text: str, text_pair: str | None, method: str, target: str,
-                    position: int | None, target_token: str | None, baseline: str, steps: int):
-    from inspector.analyses import attribution
-
-    return _on_device(_lm, attribution.attribute, _lm, text, method=method, target=target, position=position,
-                      target_token=target_token, baseline=baseline, steps=steps, text_pair=text_pair)
-
-
-# Embeddings: the token table does not depend on the text; corpus counts are computed once per model.
-
-
-@st.cache_data(show_spinner="Counting token frequencies in the bundled corpus (once per model)…", max_entries=8)
-def run_corpus_counts(_lm, key: tuple):
+def corpus_counts(lm: models.LoadedModel):
     from inspector.analyses import embeddings
 
-    return _on_device(_lm, embeddings.token_counts, _lm)
+    return run(embeddings.token_counts, lm)
 
 
-@st.cache_data(show_spinner="Measuring the token-embedding table…", max_entries=8)
-def run_token_table(_lm, key: tuple):
+def token_table(lm: models.LoadedModel) -> dict:
     """Norms, anisotropy, norm-vs-frequency of the token table (text independent)."""
     from inspector.analyses import embeddings
 
-    counts = run_corpus_counts(_lm, key)
-    return {
-        "norms": _on_device(_lm, embeddings.token_norms, _lm),
-        "anisotropy": _on_device(_lm, embeddings.token_anisotropy, _lm),
-        "norm_frequency": _on_device(_lm, embeddings.norm_frequency_correlation, _lm, counts=counts),
-    }
+    return {"norms": run(embeddings.token_norms, lm), "anisotropy": run(embeddings.token_anisotropy, lm),
+            "norm_frequency": run(embeddings.norm_frequency_correlation, lm, counts=corpus_counts(lm))}
 
 
-@st.cache_data(show_spinner="Projecting and clustering the most frequent tokens…", max_entries=16)
-def run_token_map(_lm, key: tuple, n_tokens: int, n_clusters: int, method: str):
+def token_map(lm: models.LoadedModel, n_tokens: int, n_clusters: int, method: str):
     from inspector.analyses import embeddings
 
-    counts = run_corpus_counts(_lm, key)
-    proj = _on_device(_lm, embeddings.project_tokens, _lm, method=method, n_tokens=n_tokens, counts=counts)
-    clusters = _on_device(_lm, embeddings.cluster_tokens, _lm, n_clusters, n_tokens=n_tokens, counts=counts)
+    counts = corpus_counts(lm)
+    proj = run(embeddings.project_tokens, lm, method=method, n_tokens=n_tokens, counts=counts)
+    clusters = run(embeddings.cluster_tokens, lm, n_clusters, n_tokens=n_tokens, counts=counts)
     return proj, clusters
 
 
-@st.cache_data(show_spinner="Searching nearest neighbours…", max_entries=64)
-def run_neighbours(_lm, key: tuple, queries: tuple, k: int):
+def position_tables(lm: models.LoadedModel) -> dict:
+    """Position and segment tables; a message string where the model has none (shown as st.info)."""
     from inspector.analyses import embeddings
-
-    return _on_device(_lm, embeddings.nearest_neighbours, _lm, list(queries), k)
-
-
-@st.cache_data(show_spinner="Reading the position and segment tables…", max_entries=8)
-def run_position_tables(_lm, key: tuple):
-    from inspector.analyses import embeddings
-    from inspector.errors import NotAvailableError as _NA
 
     out = {}
     for name, fn in (("positions", embeddings.position_embeddings), ("segments", embeddings.segment_embeddings)):
         try:
-            out[name] = _on_device(_lm, fn, _lm)
-        except _NA as exc:
-            out[name] = exc.user_message()  # a string: shown as st.info on the page
+            out[name] = run(fn, lm)
+        except NotAvailableError as exc:
+            out[name] = exc.user_message()
     return out
 
 
-@st.cache_data(show_spinner="Following the text's tokens through the layers…", max_entries=32)
-def run_contextual(_lm, key: tuple, text: str, text_pair: str | None, exclude_special: bool):
-    from inspector.analyses import embeddings
+def claims(lm: models.LoadedModel, text: str, use_corpus: bool):
+    from inspector.analyses import foundations
 
-    enc = _encode(_lm, text, text_pair)
-    return _on_device(_lm, embeddings.contextual_embeddings, _lm, enc, exclude_special=exclude_special)
+    return run(foundations.claims_on_model, lm, text, corpus_text() if use_corpus else None)
 
 
 def show_fidelity(ctx: PageContext) -> None:
     """The capture's fidelity on this text: max |Δ| between the instrumented and a plain forward."""
     with guard("the capture fidelity check"):
-        rep = run_attention(ctx.lm, ctx.key, ctx.text, ctx.text_pair)
+        from inspector.analyses import attention
+
+        rep = run_on_text(attention.attention_logit_report, ctx.lm, ctx.text, ctx.text_pair)
         st.caption(f"Capture fidelity on this text: max |Δ {rep.fidelity_quantity}| between the instrumented and "
                    f"a plain forward = **{rep.fidelity_max_abs_diff:.3g}** ({rep.dtype}); 0 means the "
                    "measurement did not change the model's output.")
@@ -634,43 +618,7 @@ def attention_rows(rep) -> list[dict]:
     return rows
 
 
-@st.cache_data(show_spinner="Scoring every token of the text…", max_entries=32)
-def run_causal_loss(_lm, key: tuple, text: str, top_k: int = 5):
-    from inspector.analyses import loss
-
-    return _on_device(_lm, loss.causal_token_loss, _lm, text, top_k=top_k)
-
-
-@st.cache_data(show_spinner="Masking 15 % of the tokens and scoring them…", max_entries=32)
-def run_masked_loss(_lm, key: tuple, text: str, seed: int, top_k: int = 5):
-    from inspector.analyses import loss
-
-    return _on_device(_lm, loss.masked_lm_loss, _lm, text, seed=seed, top_k=top_k)
-
-
-@st.cache_data(show_spinner="Masking each token in turn (pseudo-log-likelihood)…", max_entries=16)
-def run_pll(_lm, key: tuple, text: str):
-    from inspector.analyses import loss
-
-    return _on_device(_lm, loss.pseudo_log_likelihood, _lm, text)
-
-
-@st.cache_data(show_spinner="Asking the next-sentence head…", max_entries=32)
-def run_nsp(_lm, key: tuple, text_a: str, text_b: str):
-    from inspector.analyses import loss
-
-    return _on_device(_lm, loss.next_sentence, _lm, text_a, text_b)
-
-
-@st.cache_data(show_spinner="Differentiating the loss…", max_entries=32)
-def run_gradient_check(_lm, key: tuple, text: str, text_pair: str | None, position: int):
-    from inspector.analyses import loss
-
-    enc = _encode(_lm, text, text_pair)
-    return _on_device(_lm, loss.logit_gradient_check, _lm, enc, position)
-
-
-def encoder_only_note(lm, what: str) -> bool:
+def encoder_only_note(lm: models.LoadedModel, what: str) -> bool:
     """Show the standard note and return True when `lm` has no language-model head."""
     if lm.is_causal or lm.has_mlm_head:
         return False
@@ -760,33 +708,6 @@ def corpus_text() -> str | None:
     return path.read_text(encoding="utf-8", errors="replace") if path.is_file() else None
 
 
-@st.cache_data(show_spinner="Checking every seed claim on the loaded model…", max_entries=16)
-def run_claims(_lm, key: tuple, text: str, use_corpus: bool):
-    from inspector.analyses import foundations
-
-    corpus = corpus_text() if use_corpus else None
-    return _on_device(_lm, foundations.claims_on_model, _lm, text, corpus)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def run_experiment(name: str, **kwargs):
-    """A seed experiment of inspector.analyses.foundations that needs no model (cached by its arguments)."""
-    from inspector.analyses import foundations
-
-    allowed = {"random_qk_scaling", "sigma_vs_dim", "softmax_scaling", "softmax_temperature", "loss_race",
-               "gaussian_kl", "discrete_kl"}
-    if name not in allowed:
-        raise ValueError(f"unknown experiment {name}")
-    return getattr(foundations, name)(**kwargs)
-
-
-@st.cache_data(show_spinner="Differentiating one prediction of the model…", max_entries=32)
-def run_loss_identities(_lm, key: tuple, text: str):
-    from inspector.analyses import foundations
-
-    return _on_device(_lm, foundations.loss_identities, _lm, text)
-
-
 def claims_rows(rows) -> list[dict]:
     """ClaimRow results as table rows (verdict first, for sorting)."""
     return [{"verdict": r.verdict, "seed": r.seed, "claim": r.claim, "measured": r.measured,
@@ -811,7 +732,8 @@ def parse_numbers(raw: str) -> tuple[float, ...]:
     try:
         return tuple(float(p) for p in parts)
     except ValueError:
-        raise InputError(f"'{raw}' is not a list of numbers.", "Write numbers separated by commas, e.g. 0.2, 0.5, 0.3.") from None
+        raise InputError(f"'{raw}' is not a list of numbers.",
+                         "Write numbers separated by commas, e.g. 0.2, 0.5, 0.3.") from None
 
 
 # --------------------------------------------------------------------------- compare
@@ -835,29 +757,25 @@ def default_model_b(spec_a: str, options: list[str]) -> str | None:
     return (same or others or [None])[0]
 
 
-@st.cache_data(show_spinner="Comparing the two models on the text…", max_entries=16)
-def run_compare(_lm_a, key_a: tuple, _lm_b, key_b: tuple, text: str, masking: str, seed: int):
-    from inspector.analyses import compare
-
-    return _on_device(_lm_a, compare.compare_models, _lm_a, _lm_b, text, masking=masking, seed=seed)
+# --------------------------------------------------------------------------- figures
 
 
 # --------------------------------------------------------------------------- figures
 
 
 @st.cache_resource(max_entries=512, show_spinner=False)
-def _cached_figure(builder: str, key: tuple, options: tuple, _args: tuple):
+def _cached_figure(builder: str, args: tuple, options: dict):
     from inspector import plots
 
-    return getattr(plots, builder)(*_args, **dict(options))
+    return getattr(plots, builder)(*args, **options)
 
 
-def chart(builder: str, key: tuple, *args, st_key: str, container=None, **options) -> None:
-    """Draw `inspector.plots.<builder>(*args, **options)`, built once per (builder, key, options).
+def chart(builder: str, *args, st_key: str, container=None, **options) -> None:
+    """Draw `inspector.plots.<builder>(*args, **options)`, built once per distinct arguments.
 
     Building a Plotly figure costs 50–300 ms of validation; a second visit must draw in well under
-    0.5 s, so figures are kept (read-only: st.plotly_chart only reads them). `key` must identify the
-    results passed in `args` (model key, text and settings), `options` must be plain values.
+    0.5 s, so figures are kept (read-only: st.plotly_chart only reads them). The cache key is made
+    of every argument (results hashed by content), so a changed control always redraws.
     """
-    fig = _cached_figure(builder, tuple(key), tuple(sorted(options.items())), args)
+    fig = _cached_figure(builder, args, options)
     (container or st).plotly_chart(fig, key=st_key)

@@ -1,6 +1,7 @@
 """Attention: how large QKᵀ really is per layer and head, how peaked the softmax gets, and one head's pattern."""
 import streamlit as st
 
+from inspector.analyses import attention
 from pages import _common
 
 ctx = _common.page_context()
@@ -11,8 +12,9 @@ _common.page_header(
 
 lm = ctx.lm
 with _common.guard("the attention statistics"):
-    rep = _common.run_attention(lm, ctx.key, ctx.text, ctx.text_pair)
-    _common.truncation_note(_common.run_encode(lm, ctx.key, ctx.text, ctx.text_pair))
+    rep = _common.run_on_text(attention.attention_logit_report, lm, ctx.text, ctx.text_pair,
+                             spinner="Measuring QKᵀ in every layer and head…")
+    _common.truncation_note(_common.encoded(lm, ctx.text, ctx.text_pair))
     c = st.columns(4)
     c[0].metric("d_head", rep.d_head)
     c[1].metric("√d_head (seed's σ prediction)", f"{rep.sqrt_d_head:.3f}")
@@ -22,14 +24,14 @@ with _common.guard("the attention statistics"):
                      "model on this text. 0 means measuring did not change the model's output.")
 
     st.subheader("σ(QKᵀ) per layer × head, against √d_head")
-    _common.chart("attention_sigma_heatmaps", (ctx.key, ctx.text, ctx.text_pair), rep, st_key="attn_sigma")
+    _common.chart("attention_sigma_heatmaps", rep, st_key="attn_sigma")
     st.caption("Left: the raw q·k; blue is below √d_head, red above. Right: after the model's 1/√d_head scaling "
                "(what the softmax sees); blue is below 1, red above.")
 
     quantity = st.selectbox(
         "Other statistic per layer × head", list(_common.ATTENTION_QUANTITIES),
         format_func=_common.ATTENTION_QUANTITIES.get, key="attn_quantity", persist_state="session")
-    _common.chart("attention_heatmap", (ctx.key, ctx.text, ctx.text_pair), rep, quantity, st_key="attn_other")
+    _common.chart("attention_heatmap", rep, quantity, st_key="attn_other")
 
     with st.expander("Table: every layer and head (sortable)"):
         st.dataframe(_common.attention_rows(rep), hide_index=True, key="attn_table")
@@ -39,13 +41,15 @@ with _common.guard("the attention pattern"):
     c1, c2 = st.columns(2)
     layer = c1.slider("Layer", 0, lm.n_layers - 1, 0, key="attn_layer", persist_state="session")
     head = c2.slider("Head", 0, lm.n_heads - 1, 0, key="attn_head", persist_state="session")
-    pattern = _common.run_attention_pattern(lm, ctx.key, ctx.text, ctx.text_pair, layer, head)
-    _common.chart("attention_pattern_heatmap", (ctx.key, ctx.text, ctx.text_pair, layer, head), pattern,
+    pattern = _common.run_on_text(attention.attention_pattern, lm, ctx.text, ctx.text_pair, layer, head,
+                                  spinner="Computing the attention pattern…")
+    _common.chart("attention_pattern_heatmap", pattern,
                   st_key="attn_pattern")
 
 st.subheader("The scaling as a softmax temperature")
 st.caption("The same captured logits of the chosen layer put through the softmax at other temperatures, and "
            "without the 1/√d_head scaling (crosses): saturation shows as entropy → 0 and max probability → 1.")
 with _common.guard("the scaling what-if"):
-    what_if = _common.run_scaling_what_if(lm, ctx.key, ctx.text, ctx.text_pair, layer, _common.TEMPERATURES)
-    _common.chart("scaling_what_if_chart", (ctx.key, ctx.text, ctx.text_pair, layer), what_if, st_key="attn_whatif")
+    what_if = _common.run_on_text(attention.scaling_what_if, lm, ctx.text, ctx.text_pair, layer, _common.TEMPERATURES,
+                                  spinner="Re-running the softmax at other temperatures…")
+    _common.chart("scaling_what_if_chart", what_if, st_key="attn_whatif")

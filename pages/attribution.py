@@ -15,7 +15,7 @@ if _common.encoder_only_note(lm, "Attribution of a prediction"):
     st.stop()
 
 with _common.guard("the attribution settings"):
-    enc = _common.run_encode(lm, ctx.key, ctx.text, ctx.text_pair)
+    enc = _common.encoded(lm, ctx.text, ctx.text_pair)
     _common.truncation_note(enc)
     c1, c2, c3 = st.columns(3)
     method = c1.selectbox("Method", list(attribution.METHODS), format_func=attribution.METHOD_LABELS.get,
@@ -43,8 +43,8 @@ with _common.guard("the attribution settings"):
 with _common.guard("the attribution"):
     label = attribution.METHOD_LABELS[method]
     with st.spinner(f"Running {label}" + (f" with {steps} steps" if method == "integrated_gradients" else "") + "…"):
-        res = _common.run_attribution(lm, ctx.key, ctx.text, ctx.text_pair, method, target, position,
-                                      target_token, baseline, int(steps))
+        res = _common.run(attribution.attribute, lm, ctx.text, method=method, target=target, position=position,
+                          target_token=target_token, baseline=baseline, steps=int(steps), text_pair=ctx.text_pair)
     st.markdown(f"**Explained:** {res.target} — *{res.units}*")
     c = st.columns(4)
     c[0].metric("f(input)", f"{res.f_input:.4f}")
@@ -59,7 +59,6 @@ with _common.guard("the attribution"):
     skip = [bool(s) for s in res.special]
     st.html(plots.colored_tokens_html(res.tokens, res.scores, signed=res.scores_signed, value_name="attribution",
                                       skip=skip))
-    _common.chart("attribution_bar_chart", (ctx.key, ctx.text, ctx.text_pair, method, target, position, target_token,
-                                           baseline, int(steps)), res, st_key="attr_bars")
+    _common.chart("attribution_bar_chart", res, st_key="attr_bars")
     st.dataframe([{"position": t.index, "token": t.token, "score": t.score} for t in res.top], hide_index=True,
                  key="attr_top")

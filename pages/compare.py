@@ -34,9 +34,8 @@ if not spec_b:
 
 with _common.guard(f"loading model B '{spec_b}'"):
     lm_b = _common.load_model(spec_b, ctx.inputs.device, ctx.inputs.dtype)
-    key_b = _common.model_key(lm_b)
-    rep = _common.run_compare(lm_a, ctx.key, lm_b, key_b, ctx.text, masking, 0)
-    cmp_key = (ctx.key, key_b, ctx.text, masking, 0)
+    rep = _common.run(compare.compare_models, lm_a, lm_b, ctx.text, masking=masking, seed=0,
+                      spinner="Comparing the two models on the text…")
 
     st.subheader("What was compared")
     st.markdown("\n".join(f"- {line}" for line in rep.comparable) or "Nothing could be compared.")
@@ -57,7 +56,7 @@ with _common.guard(f"loading model B '{spec_b}'"):
                     help="Seed 004's identity, checked at every position (0 up to rounding).")
         js = _common.per_token(len(div.tokens), div.positions, div.js_nats)
         st.html(plots.colored_tokens_html(div.tokens, js, value_name="Jensen–Shannon", unit="nats"))
-        _common.chart("divergence_chart", cmp_key, div, st_key="cmp_div")
+        _common.chart("divergence_chart", div, st_key="cmp_div")
         st.markdown("**Where they disagree most**")
         st.dataframe([{"position": d.position, "token": d.token, "JS (nats)": d.js_nats, "loss A": d.loss_a_nats,
                        "loss B": d.loss_b_nats, "A predicts": _common.top_predictions(d.top_tokens_a, d.top_probs_a),
@@ -86,7 +85,7 @@ with _common.guard(f"loading model B '{spec_b}'"):
         c[0].metric("Relative change ‖ΔΘ‖/‖Θ_A‖", f"{d.total_rel_change:.4g}")
         c[1].metric("Cosine(Θ_A, Θ_B)", f"{d.total_cosine:.4f}")
         c[2].metric("Tensors changed", f"{d.n_changed} / {len(d.names)}")
-        _common.chart("layer_drift_chart", cmp_key, d, st_key="cmp_drift")
+        _common.chart("layer_drift_chart", d, st_key="cmp_drift")
         st.dataframe([{"parameter": n, "layer": int(layer), "component": comp, "numel": int(k),
                        "relative change": float(r), "cosine": float(cs), "max |Δ|": float(mx)}
                       for n, layer, comp, k, r, cs, mx in zip(d.names, d.layer, d.component, d.numel, d.rel_change,
@@ -108,5 +107,5 @@ with _common.guard(f"loading model B '{spec_b}'"):
     if rep.attention is None:
         st.info(f"σ(QKᵀ): {rep.attention_unavailable_reason}.")
     else:
-        _common.chart("attention_comparison_heatmaps", cmp_key, rep.attention, st_key="cmp_attn")
+        _common.chart("attention_comparison_heatmaps", rep.attention, st_key="cmp_attn")
         _common.show_fidelity(ctx)

@@ -1,6 +1,8 @@
-"""Embeddings: the token table's geometry (norms, clusters, neighbours, norm vs frequency), positions, and the text's vectors."""
+"""Embeddings: the token table's geometry (norms, clusters, neighbours, norm vs frequency), positions,
+and the text's vectors."""
 import streamlit as st
 
+from inspector.analyses import embeddings
 from pages import _common
 
 ctx = _common.page_context()
@@ -14,7 +16,7 @@ tab_table, tab_map, tab_nn, tab_pos, tab_text = st.tabs(
     ["Token table", "Map & clusters", "Neighbours", "Positions & segments", "Your text"])
 
 with tab_table, _common.guard("the token-table statistics"):
-    table = _common.run_token_table(lm, ctx.key)
+    table = _common.run(_common.token_table, lm, spinner="Measuring the token-embedding table…")
     norms, aniso, nf = table["norms"], table["anisotropy"], table["norm_frequency"]
     c = st.columns(4)
     c[0].metric("Token rows", f"{norms.norms.size:,}")
@@ -24,9 +26,9 @@ with tab_table, _common.guard("the token-table statistics"):
     c[3].metric("Spearman ρ(norm, frequency)", f"{nf.rho_seen:.3f}",
                 help=f"over {nf.n_seen:,} tokens seen in the corpus ({nf.n_corpus_tokens:,} corpus tokens); "
                      f"p = {nf.p_seen:.2g}. Seed 000 predicts ρ > 0.")
-    _common.chart("histogram_figure", ctx.key, norms.hist_edges, norms.hist_counts, "‖e‖", mean=norms.mean,
+    _common.chart("histogram_figure", norms.hist_edges, norms.hist_counts, "‖e‖", mean=norms.mean,
                   title="Norm of every token embedding (log y)", st_key="emb_norm_hist")
-    _common.chart("norm_frequency_chart", ctx.key, nf, st_key="emb_norm_freq")
+    _common.chart("norm_frequency_chart", nf, st_key="emb_norm_freq")
     c1, c2 = st.columns(2)
     c1.markdown("**Largest norms**")
     c1.dataframe([{"token": t, "id": int(i), "norm": float(norms.norms[i])}
@@ -42,8 +44,9 @@ with tab_map, _common.guard("the token map"):
     n_clusters = c2.slider("Clusters (k-means on cosine)", 2, 30, 12, key="emb_k", persist_state="session")
     method = c3.radio("Projection", ["pca", "tsne"], format_func={"pca": "PCA", "tsne": "t-SNE (slower)"}.get,
                       horizontal=True, key="emb_method", persist_state="session")
-    proj, clusters = _common.run_token_map(lm, ctx.key, n_tokens, n_clusters, method)
-    _common.chart("embedding_scatter", (ctx.key, n_tokens, n_clusters, method), proj, clusters.clusters.labels,
+    proj, clusters = _common.run(_common.token_map, lm, n_tokens, n_clusters, method,
+                                   spinner="Projecting and clustering the most frequent tokens…")
+    _common.chart("embedding_scatter", proj, clusters.clusters.labels,
                   clusters.exemplars, st_key="emb_scatter")
     cr = clusters.clusters
     st.caption(f"{cr.algorithm}, seed {cr.seed}: silhouette {_common.format_float(cr.silhouette, 3)} "
@@ -53,7 +56,7 @@ with tab_map, _common.guard("the token map"):
                  key="emb_clusters")
 
 with tab_nn, _common.guard("the nearest neighbours"):
-    enc = _common.run_encode(lm, ctx.key, ctx.text, ctx.text_pair)
+    enc = _common.encoded(lm, ctx.text, ctx.text_pair)
     options = _common.text_token_options(enc)
     picked = st.multiselect("Tokens from your text", list(options), default=list(options)[:3],
                             format_func=options.get, key="emb_nn_pick")
@@ -63,14 +66,14 @@ with tab_nn, _common.guard("the nearest neighbours"):
     if not queries:
         st.info("Pick or type at least one token.")
     else:
-        nn = _common.run_neighbours(lm, ctx.key, queries, k)
+        nn = _common.run(embeddings.nearest_neighbours, lm, list(queries), k, spinner="Searching nearest neighbours…")
         st.dataframe([{"query": q, **{f"#{j + 1}": f"{t} ({c:.2f})" for j, (t, c) in enumerate(zip(toks, cos))}}
                       for q, toks, cos in zip(nn.query_tokens, nn.tokens, nn.cosine)], hide_index=True,
                      key="emb_nn_table")
         st.caption("Cosine similarity in brackets; the query itself is excluded.")
 
 with tab_pos, _common.guard("the position and segment tables"):
-    tables = _common.run_position_tables(lm, ctx.key)
+    tables = _common.run(_common.position_tables, lm, spinner="Reading the position and segment tables…")
     pos = tables["positions"]
     if isinstance(pos, str):
         st.info(pos)
@@ -81,8 +84,8 @@ with tab_pos, _common.guard("the position and segment tables"):
         c[2].metric("Similarity to a sinusoidal table", f"{pos.sinusoidal_similarity:.3f}",
                     help="Pearson r of the position × position cosine matrices (learned vs sinusoidal); "
                          f"~1 = same geometry, ~0 = unrelated. Best per-dimension |r|: {pos.best_dim_correlation:.3f}.")
-        _common.chart("position_cosine_heatmap", ctx.key, pos, st_key="emb_pos_cos")
-        _common.chart("position_norms_chart", ctx.key, pos, st_key="emb_pos_norms")
+        _common.chart("position_cosine_heatmap", pos, st_key="emb_pos_cos")
+        _common.chart("position_norms_chart", pos, st_key="emb_pos_norms")
     seg = tables["segments"]
     if isinstance(seg, str):
         st.caption(seg)
@@ -91,15 +94,17 @@ with tab_pos, _common.guard("the position and segment tables"):
         c = st.columns(3)
         c[0].metric("Segment types", seg.n_types)
         c[1].metric("cos(segment A, segment B)", _common.format_float(seg.cosine_0_1, 4))
-        c[2].metric("‖segment‖ vs mean ‖token‖", " / ".join(f"{v:.3g}" for v in seg.norms) + f" vs {seg.mean_token_norm:.3g}")
+        c[2].metric("‖segment‖ vs mean ‖token‖",
+                    " / ".join(f"{v:.3g}" for v in seg.norms) + f" vs {seg.mean_token_norm:.3g}")
 
 with tab_text, _common.guard("the contextual embeddings"):
     exclude = st.toggle("Leave special tokens out of the means", value=True, key="emb_ctx_special",
                         persist_state="session")
-    ce = _common.run_contextual(lm, ctx.key, ctx.text, ctx.text_pair, exclude)
-    _common.truncation_note(_common.run_encode(lm, ctx.key, ctx.text, ctx.text_pair))
-    _common.chart("contextual_layers_chart", (ctx.key, ctx.text, ctx.text_pair, exclude), ce, st_key="emb_ctx_layers")
+    ce = _common.run_on_text(embeddings.contextual_embeddings, lm, ctx.text, ctx.text_pair, exclude_special=exclude,
+                             spinner="Following the text's tokens through the layers…")
+    _common.truncation_note(_common.encoded(lm, ctx.text, ctx.text_pair))
+    _common.chart("contextual_layers_chart", ce, st_key="emb_ctx_layers")
     layer = st.slider("Layer", 0, len(ce.mean_pairwise_cosine) - 1, len(ce.mean_pairwise_cosine) - 1,
                       key="emb_ctx_layer")
-    _common.chart("token_cosine_heatmap", (ctx.key, ctx.text, ctx.text_pair, exclude), ce, layer, st_key="emb_ctx_heat")
+    _common.chart("token_cosine_heatmap", ce, layer, st_key="emb_ctx_heat")
     _common.show_fidelity(ctx)

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from inspector import plots
+from inspector.analyses import layernorm
 from pages import _common
 
 ctx = _common.page_context()
@@ -11,7 +12,7 @@ _common.page_header(
     "layer by layer.")
 
 with _common.guard("the LayerNorm statistics"):
-    rep = _common.run_layernorm(ctx.lm, ctx.key)
+    rep = _common.run(layernorm.layernorm_stats, ctx.lm, 60, spinner="Reading the norm layers' γ and β…")
     lo, hi = rep.gamma_band
     g, b = rep.pooled_gamma, rep.pooled_beta
     c = st.columns(4)
@@ -29,10 +30,10 @@ with _common.guard("the LayerNorm statistics"):
         layer = rep.layer(choice)
         gs, bs, label = layer.gamma_stats, layer.beta_stats, choice
     col1, col2 = st.columns(2)
-    _common.chart("param_histogram", (ctx.key, choice, "gamma"), gs, "γ", title=f"γ — {label} ({gs.n:,} values)",
+    _common.chart("param_histogram", gs, "γ", title=f"γ — {label} ({gs.n:,} values)",
                   band=rep.gamma_band, st_key="ln_gamma_hist", container=col1)
     if bs is not None:
-        _common.chart("param_histogram", (ctx.key, choice, "beta"), bs, "β", title=f"β — {label} ({bs.n:,} values)",
+        _common.chart("param_histogram", bs, "β", title=f"β — {label} ({bs.n:,} values)",
                       color=plots.PALETTE[1], st_key="ln_beta_hist", container=col2)
     else:
         col2.info("This layer has no bias β (RMSNorm-style).")
@@ -43,20 +44,21 @@ with _common.guard("the LayerNorm statistics"):
                                 "beta_frac_near_zero": st.column_config.NumberColumn(format="percent")})
     t1, t2 = st.tabs(["Ranges per layer", "Histograms per layer"])
     with t1:
-        _common.chart("norm_layer_ranges", ctx.key, rep, "gamma", st_key="ln_ranges_g")
+        _common.chart("norm_layer_ranges", rep, "gamma", st_key="ln_ranges_g")
         if rep.pooled_beta is not None:
-            _common.chart("norm_layer_ranges", ctx.key, rep, "beta", st_key="ln_ranges_b")
+            _common.chart("norm_layer_ranges", rep, "beta", st_key="ln_ranges_b")
     with t2:
-        _common.chart("norm_histogram_heatmap", ctx.key, rep, "gamma", st_key="ln_heat_g")
+        _common.chart("norm_histogram_heatmap", rep, "gamma", st_key="ln_heat_g")
         if rep.pooled_beta is not None:
-            _common.chart("norm_histogram_heatmap", ctx.key, rep, "beta", st_key="ln_heat_b")
+            _common.chart("norm_histogram_heatmap", rep, "beta", st_key="ln_heat_b")
 
 st.subheader("On your text")
 st.caption("What each norm layer does to the activations of the sidebar's text: the spread going in and coming out.")
 with _common.guard("the norm layers' activations"):
-    acts = _common.run_layernorm_activations(ctx.lm, ctx.key, ctx.text, ctx.text_pair)
-    _common.truncation_note(_common.run_encode(ctx.lm, ctx.key, ctx.text, ctx.text_pair))
-    _common.chart("norm_activation_chart", (ctx.key, ctx.text, ctx.text_pair), acts, st_key="ln_acts")
+    acts = _common.run_on_text(layernorm.layernorm_activations, ctx.lm, ctx.text, ctx.text_pair,
+                               spinner="Running the text through the norm layers…")
+    _common.truncation_note(_common.encoded(ctx.lm, ctx.text, ctx.text_pair))
+    _common.chart("norm_activation_chart", acts, st_key="ln_acts")
     st.dataframe([{"layer": a.name, "role": a.role, "tokens": a.n_tokens, "input mean": a.input_mean,
                    "input std": a.input_std, "output mean": a.output_mean, "output std": a.output_std}
                   for a in acts], hide_index=True, key="ln_acts_table")

@@ -8,7 +8,7 @@ lm = ctx.lm
 _common.page_header("Overview", "What is loaded, how large it is, how inspector sees inside it, and where it came from.")
 
 with _common.guard("the model overview"):
-    info = _common.run_overview(lm, ctx.key)
+    info = _common.run(_common.overview_facts, lm)
     d = info["describe"]
 
     c = st.columns(4)

@@ -2,6 +2,7 @@
 import streamlit as st
 
 from inspector import plots
+from inspector.analyses import loss
 from pages import _common
 
 ctx = _common.page_context()
@@ -17,7 +18,7 @@ unit = st.segmented_control("Units", ["nats", "bits"], default="nats", key="loss
 
 if lm.is_causal:
     with _common.guard("the per-token loss"):
-        rep = _common.run_causal_loss(lm, ctx.key, ctx.text)
+        rep = _common.run(loss.causal_token_loss, lm, ctx.text, top_k=5, spinner="Scoring every token of the text…")
         ce = rep.ce_nats if unit == "nats" else rep.ce_bits
         c = st.columns(4)
         c[0].metric("Perplexity", f"{rep.perplexity:.4f}", help="exp(mean cross-entropy in nats)")
@@ -30,7 +31,7 @@ if lm.is_causal:
         values = _common.per_token(len(rep.tokens), rep.positions, ce)
         st.subheader("Loss per token")
         st.html(plots.colored_tokens_html(rep.tokens, values, value_name="cross-entropy", unit=unit))
-        _common.chart("token_bar_chart", (ctx.key, ctx.text, unit), rep.tokens, values,
+        _common.chart("token_bar_chart", rep.tokens, values,
                       title=f"−log P(token | left context) per token ({unit})", y_title=unit,
                       reference=rep.mean_ce_nats if unit == "nats" else rep.mean_ce_bits, reference_label="mean",
                       st_key="loss_bars")
@@ -45,7 +46,8 @@ if lm.is_causal:
 else:
     with _common.guard("the masked-LM loss"):
         seed = st.number_input("Masking seed", 0, 10_000, 0, key="mlm_seed", persist_state="session")
-        rep = _common.run_masked_loss(lm, ctx.key, ctx.text, int(seed))
+        rep = _common.run(loss.masked_lm_loss, lm, ctx.text, seed=int(seed), top_k=5,
+                          spinner="Masking 15 % of the tokens and scoring them…")
         ce = rep.ce_nats if unit == "nats" else rep.ce_bits
         c = st.columns(4)
         c[0].metric("MLM loss (nats)", f"{rep.loss:.4f}", help="mean cross-entropy over the chosen positions")
@@ -56,7 +58,7 @@ else:
         values = _common.per_token(len(rep.tokens), rep.positions, ce)
         st.subheader("Loss at the chosen positions")
         st.html(plots.colored_tokens_html(rep.tokens, values, value_name="cross-entropy", unit=unit))
-        _common.chart("token_bar_chart", (ctx.key, ctx.text, unit, int(seed)), rep.tokens, values,
+        _common.chart("token_bar_chart", rep.tokens, values,
                       title=f"−log P(original | corrupted text) ({unit})", y_title=unit, st_key="mlm_bars")
         kinds = {0: "[MASK]", 1: "random token", 2: "unchanged"}
         st.dataframe([{"position": int(p), "original": rep.tokens[int(p)], "model saw": rt,
@@ -69,7 +71,8 @@ else:
     with st.expander("Pseudo-log-likelihood (mask every token in turn)"):
         if st.toggle("Compute it", key="pll_on"):
             with _common.guard("the pseudo-log-likelihood"):
-                pll = _common.run_pll(lm, ctx.key, ctx.text)
+                pll = _common.run(loss.pseudo_log_likelihood, lm, ctx.text,
+                                  spinner="Masking each token in turn (pseudo-log-likelihood)…")
                 st.metric("Pseudo-perplexity", f"{pll.pseudo_perplexity:.4f}", help=f"PLL = {pll.pll:.3f} nats")
                 st.html(plots.colored_tokens_html(pll.tokens, [-v for v in pll.log_prob], value_name="−log P"))
     if lm.has_nsp_head:
@@ -78,7 +81,7 @@ else:
             st.info("Type a second sentence in the sidebar to ask the NSP head whether it follows the text.")
         else:
             with _common.guard("next-sentence prediction"):
-                nsp = _common.run_nsp(lm, ctx.key, ctx.text, ctx.text_pair)
+                nsp = _common.run(loss.next_sentence, lm, ctx.text, ctx.text_pair, spinner="Asking the next-sentence head…")
                 c = st.columns(3)
                 c[0].metric("Prediction", nsp.prediction)
                 c[1].metric("P(IsNext)", f"{nsp.p_is_next:.4f}")
@@ -88,14 +91,15 @@ st.subheader("Where the gradient goes (seed 000)")
 st.caption("∂L/∂logits by autograd against the closed form P − onehot at one position, and which embedding "
            "rows the gradient reaches.")
 with _common.guard("the gradient check"):
-    enc = _common.run_encode(lm, ctx.key, ctx.text, ctx.text_pair)
+    enc = _common.encoded(lm, ctx.text, ctx.text_pair)
     last = enc.n_tokens - 2  # causal: the last token has no next one; BERT: the last is [SEP]
     if last < 1:
         st.info("The text is too short for the gradient view: use a longer text.")
     else:
         pos = st.slider("Position", 0 if lm.is_causal else 1, last, min(last, max(1, enc.n_tokens // 2)),
                         key="grad_pos", help="Causal LM: predict token position + 1. Masked LM: mask this position.")
-        g = _common.run_gradient_check(lm, ctx.key, ctx.text, ctx.text_pair, int(pos))
+        g = _common.run_on_text(loss.logit_gradient_check, lm, ctx.text, ctx.text_pair, int(pos),
+                                spinner="Differentiating the loss…")
         c = st.columns(4)
         c[0].metric("Target token", repr(g.target_token))
         c[1].metric("P(target)", f"{g.prob_target:.4f}", help=f"loss {g.loss:.4f} nats")

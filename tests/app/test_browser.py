@@ -23,8 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "screenshots"
 # (url path, title shown by the page)
 PAGES = [("", "Overview"), ("layernorm", "LayerNorm"), ("attention", "Attention"), ("embeddings", "Embeddings"),
-         ("token_loss", "Token loss"), ("attribution", "Attribution"), ("compare", "Compare"),
-         ("foundations", "Foundations"), ("report", "Report")]
+         ("token_loss", "Token loss"), ("attribution", "Attribution"), ("analyses", "Layer by layer"),
+         ("compare", "Compare"), ("foundations", "Foundations"), ("report", "Report")]
 BAD_TEXT = ("Traceback (most recent call last)", "Traceback", "StreamlitAPIException", "ModuleNotFoundError",
             "An error occurred", "NameError", "AttributeError:", "KeyError:")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -13,10 +13,13 @@ what the server does; `test_page_without_app_py_draws_the_sidebar` covers a page
 """
 from __future__ import annotations
 
+import base64
 import html
+import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -24,7 +27,7 @@ from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
-PAGES = ["overview", "layernorm", "attention", "embeddings", "token_loss", "attribution", "compare",
+PAGES = ["overview", "layernorm", "attention", "embeddings", "token_loss", "attribution", "analyses", "compare",
          "foundations", "report"]
 SAMPLES = REPO / "data" / "samples"
 
@@ -75,6 +78,7 @@ def snapshot(at: AppTest) -> dict:
         "dataframes": [d.value for d in at.dataframe],
         "html": [h.proto.body for h in at.html],
         "charts": len(at.get("plotly_chart")),
+        "figures": drawn(at),
     }
 
 
@@ -163,7 +167,8 @@ def test_overview_facts(tour, lm):
     snap = tour["pages"]["overview"]
     n_params = sum(p.numel() for p in lm.model.parameters())
     assert snap["metrics"]["Parameters"] == _format_count(n_params)
-    assert snap["metrics"]["Layers × heads"] == f"{lm.model.config.num_hidden_layers} × {lm.model.config.num_attention_heads}"
+    config = lm.model.config
+    assert snap["metrics"]["Layers × heads"] == f"{config.num_hidden_layers} × {config.num_attention_heads}"
     frames = snap["dataframes"]
     arch = frames[0].set_index("field")["value"]
     assert arch["architecture"] == type(lm.model).__name__
@@ -186,9 +191,19 @@ def test_layernorm_table_has_one_row_per_norm_layer(tour, lm):
     first = dict(lm.model.named_modules())[norm_names[0]]
     assert table["gamma_mean"].iloc[0] == pytest.approx(first.weight.double().mean().item(), rel=1e-6)
     assert snap["charts"] >= 4  # γ and β histograms, ranges, activations
+    from inspector.analyses import layernorm
+
+    rep = layernorm.layernorm_stats(lm, 60)
+    gamma = snap["figures"]["ln_gamma_hist"]["data"][0]
+    counts = np.asarray(rep.pooled_gamma.hist_counts, dtype=float)
+    np.testing.assert_allclose(_array(gamma["y"]), np.where(counts > 0, counts, np.nan))
+    if rep.pooled_beta is not None:
+        beta = snap["figures"]["ln_beta_hist"]["data"][0]
+        b_counts = np.asarray(rep.pooled_beta.hist_counts, dtype=float)
+        np.testing.assert_allclose(_array(beta["y"]), np.where(b_counts > 0, b_counts, np.nan))
 
 
-def test_attention_page_shows_fidelity_and_heatmaps(tour, lm):
+def test_attention_page_shows_fidelity_and_heatmaps(tour, lm, english):
     snap = tour["pages"]["attention"]
     fidelity = next(v for k, v in snap["metrics"].items() if k.startswith("Fidelity"))
     assert float(fidelity) == 0.0  # fp32: the instrumented forward is the plain forward
@@ -198,6 +213,12 @@ def test_attention_page_shows_fidelity_and_heatmaps(tour, lm):
     assert snap["charts"] >= 4  # σ heat maps, other statistic, pattern, what-if
     table = snap["dataframes"][0]
     assert len(table) == lm.model.config.num_hidden_layers * lm.model.config.num_attention_heads
+    from inspector.analyses import attention
+    from inspector.inputs import encode
+
+    rep = attention.attention_logit_report(lm, encode(lm, english))
+    other = snap["figures"]["attn_other"]["data"][0]  # the picker's default statistic
+    np.testing.assert_allclose(_array(other["z"]), np.asarray(rep.entropy_fraction, dtype=float), rtol=1e-6, atol=1e-9)
 
 
 def test_embeddings_page(tour, lm):
@@ -205,6 +226,12 @@ def test_embeddings_page(tour, lm):
     rows = lm.model.get_input_embeddings().weight.shape[0]
     assert snap["metrics"]["Token rows"] == f"{rows:,}"
     assert snap["charts"] >= 4
+    from inspector.analyses import embeddings
+
+    norms = embeddings.token_norms(lm)
+    hist = snap["figures"]["emb_norm_hist"]["data"][0]
+    counts = np.asarray(norms.hist_counts, dtype=float)
+    np.testing.assert_allclose(_array(hist["y"]), np.where(counts > 0, counts, np.nan))
 
 
 def test_token_loss_perplexity_equals_the_library(tour, lm, english):
@@ -219,6 +246,11 @@ def test_token_loss_perplexity_equals_the_library(tour, lm, english):
     assert len(snap["html"]) >= 1 and snap["charts"] >= 1
     table = snap["dataframes"][0]
     assert len(table) == rep.n_scored
+    bars = _array(snap["figures"]["loss_bars"]["data"][0]["y"]) if "loss_bars" in snap["figures"] else None
+    assert bars is not None, f"no per-token loss chart among {sorted(snap['figures'])}"
+    expected = np.full(len(rep.tokens), np.nan)
+    expected[np.asarray(rep.positions)] = rep.ce_nats
+    np.testing.assert_allclose(bars, expected, rtol=1e-6)
 
 
 def test_attribution_page(tour, lm):
@@ -230,6 +262,11 @@ def test_attribution_page(tour, lm):
     f_in, f_base = float(snap["metrics"]["f(input)"]), float(snap["metrics"]["f(baseline)"])
     assert abs(delta) <= 0.05 * abs(f_in - f_base) + 1e-3
     assert snap["html"] and snap["charts"] >= 1
+    bars = _array(snap["figures"]["attr_bars"]["data"][0]["y"])
+    top = snap["dataframes"][0]
+    np.testing.assert_allclose(bars[top["position"].to_numpy()], top["score"].to_numpy(), rtol=1e-9)
+    # completeness, read from the page alone: Σ scores = f(input) − f(baseline) + delta (shown rounded)
+    assert np.nansum(bars) == pytest.approx(f_in - f_base + delta, abs=2e-4 + 0.01 * abs(delta))
 
 
 def test_foundations_page_lists_every_claim_with_a_verdict(tour, lm, english):
@@ -404,3 +441,121 @@ def test_compare_page_and_cli_give_the_same_figures(tour, spec, tmp_path):
     assert m["Mean KL(B‖A), nats"] == f"{div['mean_kl_ba_nats']:.4f}"
     assert m["Bits per byte A"] == f"{words['bits_per_byte_total_a']:.4f}"
     assert m["Bits per byte B"] == f"{words['bits_per_byte_total_b']:.4f}"
+
+
+# --------------------------------------------------------------------------- drawn data follows the controls
+# Each chart is read back from what Streamlit sends to the browser (the Plotly JSON spec) and its
+# numbers are compared with the library's result for the control's value.
+
+
+def _array(v) -> np.ndarray:
+    """A Plotly JSON array (a plain list or plotly's typed {'dtype', 'bdata', 'shape'}) as numpy."""
+    if isinstance(v, dict) and "bdata" in v:
+        a = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]))
+        shape = v.get("shape")
+        if shape:
+            a = a.reshape([int(s) for s in str(shape).split(",")] if isinstance(shape, str) else shape)
+        return a.astype(float)
+    return np.asarray([np.nan if x is None else x for x in v] if v and not isinstance(v[0], list) else
+                      [[np.nan if x is None else x for x in row] for row in v], dtype=float)
+
+
+def drawn(at: AppTest) -> dict[str, dict]:
+    """st_key -> the Plotly figure (data and layout) each chart drew."""
+    out = {}
+    for el in at.get("plotly_chart"):
+        key = el.proto.id.rsplit("-", 1)[-1]
+        out[key] = json.loads(el.proto.spec)
+    return out
+
+
+def _open(page: str, spec: str, **state) -> AppTest:
+    at = new_app(**state)
+    at.run(timeout=180)
+    at.switch_page(f"pages/{page}.py").run(timeout=180)
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def test_layernorm_beta_charts_draw_beta(spec, lm):
+    from inspector.analyses import layernorm
+
+    rep = layernorm.layernorm_stats(lm, 60)
+    if rep.pooled_beta is None:
+        pytest.skip("the default model has no β")
+    at = _open("layernorm", spec)
+    charts = drawn(at)
+    for which in ("gamma", "beta"):
+        stats = [(ly.gamma_stats if which == "gamma" else ly.beta_stats) for ly in rep.layers]
+        stats = [s for s in stats if s is not None]
+        ranges = charts[f"ln_ranges_{which[0]}"]
+        medians = _array(ranges["data"][0]["y"])
+        np.testing.assert_allclose(medians, [s.quantiles[3] for s in stats], rtol=1e-9)
+        heat = charts[f"ln_heat_{which[0]}"]
+        np.testing.assert_allclose(_array(heat["data"][0]["customdata"]), [s.hist_counts for s in stats])
+        assert ("β" if which == "beta" else "γ") in ranges["layout"]["title"]["text"]
+    g, b = _array(charts["ln_ranges_g"]["data"][0]["y"]), _array(charts["ln_ranges_b"]["data"][0]["y"])
+    assert not np.allclose(g, b)  # γ medians sit near 1, β near 0: the two charts must differ
+
+
+def test_attention_other_statistic_picker_redraws(spec, lm, english):
+    from inspector.analyses import attention
+    from inspector.inputs import encode
+
+    rep = attention.attention_logit_report(lm, encode(lm, english))
+    at = _open("attention", spec)
+    seen = []
+    for quantity in ("max_prob", "entropy", "ratio"):
+        at.selectbox(key="attn_quantity").set_value(quantity).run(timeout=180)
+        assert not at.exception
+        z = _array(drawn(at)["attn_other"]["data"][0]["z"])
+        np.testing.assert_allclose(z, np.asarray(getattr(rep, quantity), dtype=float), rtol=1e-6, atol=1e-9)
+        seen.append(z)
+    assert not np.allclose(seen[0], seen[1]) and not np.allclose(seen[1], seen[2])
+
+
+def test_embeddings_layer_slider_redraws_the_heatmap(spec, lm, english):
+    from inspector.analyses import embeddings
+    from inspector.inputs import encode
+
+    ce = embeddings.contextual_embeddings(lm, encode(lm, english), exclude_special=True)
+    n_layers = len(ce.mean_pairwise_cosine)
+    at = _open("embeddings", spec)
+    seen = []
+    for layer in (0, n_layers // 2, n_layers - 1):
+        at.slider(key="emb_ctx_layer").set_value(layer).run(timeout=180)
+        assert not at.exception
+        fig = drawn(at)["emb_ctx_heat"]
+        z = _array(fig["data"][0]["z"])
+        n = z.shape[0]
+        np.testing.assert_allclose(z, np.round(np.asarray(ce.token_cosine[layer], dtype=float)[:n, :n], 4), atol=1e-12)
+        assert f"layer {layer}" in fig["layout"]["title"]["text"]
+        seen.append(z)
+    assert not np.allclose(seen[0], seen[-1])
+
+
+def test_layer_by_layer_page_shows_the_logit_lens_of_the_library(spec, lm, english):
+    from inspector.analysis import run_analysis
+    from inspector.inputs import encode
+
+    if not (lm.is_causal or lm.has_mlm_head):
+        pytest.skip("the default model has no language-model head")
+    res = run_analysis("logit_lens", lm, encode(lm, english))
+    at = _open("analyses", spec)
+    assert not at.error, [e.value for e in at.error]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Scored positions"] == f"{len(res.positions):,}"
+    assert metrics["Top-1 accuracy at the output"] == f"{res.top1_accuracy[-1]:.4g}"
+    per_layer = at.dataframe[0].value
+    assert list(per_layer["layer"]) == list(res.layer_names)
+    np.testing.assert_allclose(per_layer["mean P(target)"], res.mean_target_prob, rtol=1e-12)
+    charts = drawn(at)
+    line = charts["logit_lens_chart0"]
+    np.testing.assert_allclose(_array(line["data"][1]["y"]), res.mean_target_prob, rtol=1e-12)
+    heat = charts["logit_lens_chart2"]
+    n = min(64, len(res.positions))
+    np.testing.assert_allclose(_array(heat["data"][0]["z"]), np.log10(res.target_rank[:, :n]), rtol=1e-12)
+    # a setting reaches the analysis: top-k 1 leaves one guess per cell of the position table
+    at.number_input(key="logit_lens_top_k").set_value(1).run(timeout=180)
+    cell = at.dataframe[1].value["top-3 at the output"].iloc[0]
+    assert cell.count("(") == 1

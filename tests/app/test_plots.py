@@ -100,3 +100,34 @@ def test_attribution_figure(tiny_gpt2, method):
     res = attribution.attribute(tiny_gpt2, "The quick brown fox jumps", method=method, steps=8)
     fig = _json(plots.attribution_bar_chart(res))
     assert len(fig.data[0].y) == res.n_tokens
+
+
+def test_a_declared_chart_draws_the_same_data_in_plotly_and_svg():
+    """One Chart declaration, two renderers: the same numbers, palette, title; labels escaped in both."""
+    import re
+
+    from inspector import svg_charts
+    from inspector.analysis import Chart
+
+    line = Chart("line", "Median rank <b>per</b> layer", x_title="layer", y_title="rank", log_y=True,
+                 series=(("median rank", (0, 1, 2, 3), (4000.0, 300.0, 20.0, 2.0)),
+                         ("<script>x</script>", (0, 1, 2, 3), (1.0, 5.0, 50.0, 500.0))))
+    fig = plots.chart_figure(line)
+    assert [list(t.y) for t in fig.data] == [[4000.0, 300.0, 20.0, 2.0], [1.0, 5.0, 50.0, 500.0]]
+    assert [t.line.color for t in fig.data] == list(svg_charts.PALETTE[:2]) and plots.PALETTE is svg_charts.PALETTE
+    assert fig.layout.yaxis.type == "log" and fig.layout.yaxis.dtick == 1  # ticks at 1, 10, 100, ...
+    svg = svg_charts.chart_svg(line)
+    assert "<script>" not in svg and "&lt;script&gt;" in svg and "Median rank &lt;b&gt;per&lt;/b&gt; layer" in svg
+    ticks = set(re.findall(r">(1|10|100|1000|10 ?k|1e\+?0?[34])<", svg))
+    assert {"1", "10", "100"} <= ticks, ticks
+    assert svg_charts.PALETTE[0] in svg and svg_charts.PALETTE[1] in svg
+
+    heat = Chart("heatmap", "log10 rank", z=((0.0, 1.0), (2.0, 3.0)), row_labels=("embeddings", "block 1"),
+                 col_labels=("0:<b>", "1:x"), colorbar_title="log10 rank", zmin=0.0)
+    fig = plots.chart_figure(heat)
+    np.testing.assert_array_equal(np.asarray(fig.data[0].z), [[0.0, 1.0], [2.0, 3.0]])
+    assert list(fig.data[0].x) == ["0:&lt;b&gt;", "1:x"]
+    svg = svg_charts.chart_svg(heat)
+    assert "0:&lt;b&gt;" in svg and "<b>" not in svg and "block 1" in svg
+    with pytest.raises(ValueError):
+        Chart("pie", "no")

@@ -1,7 +1,6 @@
 """Reports: one collector, three writers; safe HTML, exact JSON round-trip, atomic writes."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
@@ -20,10 +19,6 @@ from inspector.models import wrap
 FAST = {"embeddings_corpus": None, "foundations_corpus": "text", "attribution_steps": 8}
 TEXT = "The quick brown fox jumps over the lazy dog. Attention compares queries with keys."
 EVIL = "Hello <script>alert(1)</script> & 'quotes' \"double\" <b>bold</b> https://example.com/x?a=1 done."
-
-
-def _has_module(name: str) -> bool:
-    return importlib.util.find_spec(f"inspector.analyses.{name}") is not None
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +62,7 @@ def evil_report(evil_lm):
 def test_every_existing_analysis_runs(gpt2_report):
     assert tuple(gpt2_report.sections) == R.SECTIONS
     for name, sec in gpt2_report.sections.items():
-        if name == "overview" or _has_module(name):
-            assert sec.status == "ok", (name, sec.reason)
-        else:  # a module not written yet: kept as unavailable, with the reason
-            assert sec.status == "unavailable" and f"inspector.analyses.{name}" in sec.reason
+        assert sec.status == "ok", (name, sec.reason)
     att = gpt2_report.result("attention", "logits")
     assert att.std.shape == (2, 4) and att.fidelity_max_abs_diff == 0.0
     assert gpt2_report.section("overview").result.n_tokens == len(gpt2_report.section("overview").result.tokens)
@@ -95,8 +87,6 @@ def test_encoder_only_model_marks_loss_unavailable(encoder_lm):
                          strict=True)
     for name in ("loss", "attribution"):
         sec = rep.section(name)
-        if not _has_module(name):
-            continue
         assert sec.status == "unavailable" and "head" in sec.reason
         assert str(sec).startswith("not available: ")
         assert isinstance(rep.result(name), R.Unavailable)
@@ -106,10 +96,9 @@ def test_encoder_only_model_marks_loss_unavailable(encoder_lm):
 def test_bert_sections_and_parts(bert_report):
     seg = bert_report.section("embeddings").results["segments"]
     assert seg.n_types == 2
-    if _has_module("loss"):
-        loss = bert_report.section("loss")
-        assert loss.available and loss.results["loss"].n_chosen >= 1
-        assert loss.results["nsp"].prediction in ("IsNext", "NotNext")
+    loss = bert_report.section("loss")
+    assert loss.available and loss.results["loss"].n_chosen >= 1
+    assert loss.results["nsp"].prediction in ("IsNext", "NotNext")
     assert bert_report.text_pair == "Keys are compared with queries."
 
 
@@ -287,8 +276,7 @@ def test_html_of_an_unavailable_section(encoder_lm):
     rep = R.build_report(encoder_lm, EVIL, sections=("overview", "loss"), settings=FAST, strict=True)
     html = R.to_html(rep)
     _assert_self_contained(html)
-    if _has_module("loss"):
-        assert "not available: " in html
+    assert "not available: " in html
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -300,7 +288,6 @@ def _md_value(md: str, label: str) -> str:
     return m.group(1).strip()
 
 
-@pytest.mark.skipif(not _has_module("loss"), reason="loss module not present")
 def test_markdown_perplexity_equals_loss_module(gpt2_report, tiny_gpt2, bert_report, tiny_bert):
     from inspector.analyses import loss
 
@@ -323,10 +310,9 @@ def test_markdown_tables(gpt2_report):
     ln_block = md.split("## LayerNorm summary")[1].split("\n## ")[0]
     assert all(layer.name in ln_block for layer in ln.layers) and "**all layers**" in ln_block
     assert "## Claims" in md
-    if _has_module("foundations"):
-        claims = R._claims_rows(gpt2_report.result("foundations", "claims"))
-        claims_block = md.split("## Claims")[1].split("\n## ")[0]
-        assert claims_block.count("\n|") >= len(claims) + 1
+    claims = R._claims_rows(gpt2_report.result("foundations", "claims"))
+    claims_block = md.split("## Claims")[1].split("\n## ")[0]
+    assert claims_block.count("\n|") >= len(claims) + 1
 
 
 def test_markdown_fences_survive_backticks(tiny_gpt2):
@@ -407,7 +393,7 @@ def test_comparison_report(tiny_gpt2):
     rep = R.build_comparison_report(tiny_gpt2, lm_b, TEXT, settings=FAST, strict=True)
     assert rep.kind == "comparison" and rep.model_b["spec"] == lm_b.spec
     sec = rep.section("compare")
-    assert sec.available == _has_module("compare"), sec.reason
+    assert sec.available, sec.reason
     assert R.reports_equal(R.report_from_json(R.to_json(rep)), rep)
     _assert_self_contained(R.to_html(rep))
     assert "## Model B" in R.to_markdown(rep)
@@ -440,3 +426,71 @@ def test_svg_charts_escape_and_handle_edge_cases():
 def test_invisible_tokens_are_shown():
     assert R._visible("\n") == "⏎" and R._visible("  ") == "␣␣" and R._visible(" the") == " the"
     assert R._visible("a\tb") == "a⇥b"
+
+
+# --------------------------------------------------------------------------- analyses on the contract
+
+
+def test_logit_lens_section_in_every_format_and_the_cli(tiny_gpt2, tmp_path, capsys):
+    """A registered analysis becomes a report section: HTML (SVG charts), Markdown tables, exact JSON."""
+    from inspector import cli
+    from inspector.analysis import run_analysis
+    from inspector.inputs import encode
+
+    assert "logit_lens" in R.SECTIONS
+    rep = R.build_report(tiny_gpt2, TEXT, sections=("overview", "logit_lens"), strict=True,
+                         settings={"logit_lens_top_k": 3})
+    res = rep.result("logit_lens")
+    ref = run_analysis("logit_lens", tiny_gpt2, encode(tiny_gpt2, TEXT), {"top_k": 3})
+    np.testing.assert_array_equal(res.target_rank, ref.target_rank)
+    assert res.top_ids.shape[-1] == 3 and rep.settings["logit_lens_top_k"] == 3
+
+    html_doc = R.render(rep, "html")
+    section = html_doc[html_doc.index('id="sec-logit_lens"'):]
+    section = section[:section.index("</section>")]
+    assert section.count("<svg") == 3 and "Per layer" in section
+    assert f"{ref.mean_target_prob[-1]:.4g}" in section
+
+    md = R.render(rep, "md")
+    assert "## Logit lens" in md and "### Per layer" in md
+    for name, acc in zip(ref.layer_names, ref.top1_accuracy):
+        assert f"| {name} | {R._fmt(float(acc))} |" in md
+
+    back = R.report_from_json(R.render(rep, "json"))
+    assert R.reports_equal(rep, back)
+    assert type(back.result("logit_lens")).__name__ == "LogitLensResult"
+
+    with pytest.raises(InputError):
+        R.build_report(tiny_gpt2, TEXT, sections=("logit_lens",), settings={"logit_lens_top_k": 0}, strict=True)
+
+    folder = tmp_path / "m"
+    tiny_gpt2.model.save_pretrained(folder)
+    tiny_gpt2.tokenizer.save_pretrained(folder)
+    out = tmp_path / "r.md"
+    assert cli.main(["report", "-m", str(folder), "--text", TEXT, "--sections", "logit_lens", "--out", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert "## Logit lens" in text and "### Per position" in text
+    said = capsys.readouterr()
+    assert f"Logit lens: Scored positions {len(ref.positions)}; Top-1 accuracy at the output " in said.out + said.err
+
+
+def test_encoder_only_model_gets_the_logit_lens_as_unavailable(encoder_lm):
+    rep = R.build_report(encoder_lm, TEXT, sections=("logit_lens",), strict=True)
+    sec = rep.sections["logit_lens"]
+    assert sec.status == "unavailable" and "encoder-only" in sec.reason
+
+
+def test_a_missing_analysis_module_is_an_unavailable_section(tiny_gpt2, monkeypatch):
+    """An installation without inspector.analyses.loss keeps the report, with the reason."""
+    real = R._analysis
+
+    def without_loss(name):
+        if name == "loss":
+            raise ModuleNotFoundError("No module named 'inspector.analyses.loss'", name="inspector.analyses.loss")
+        return real(name)
+
+    monkeypatch.setattr(R, "_analysis", without_loss)
+    rep = R.build_report(tiny_gpt2, TEXT, sections=("overview", "loss"), settings=FAST, strict=True)
+    sec = rep.section("loss")
+    assert sec.status == "unavailable" and "inspector.analyses.loss" in sec.reason
+    assert rep.section("overview").available

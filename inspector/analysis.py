@@ -1,0 +1,204 @@
+"""The contract every analysis follows, the blocks its view is made of, and the registry.
+
+An analysis is a small class (one per module under `inspector/analyses/`) that declares:
+
+- `name` (stable id: report section, JSON key, CLI section name), `title`, `description`;
+- `Settings`: a frozen dataclass; each field has a default and, in its metadata, `help` and
+  optionally `min` / `max` / `choices` (the app draws a widget per field, the report stores them);
+- `available(lm) -> (bool, reason)`: whether it applies to a model, and why not;
+- `run(lm, encoded, settings) -> result`: a frozen dataclass of numpy arrays and plain values
+  (no model, tensor or device reference: results are cached, copied and written to JSON);
+- `view(result) -> list[Block]`: what to show, as declared blocks (Metric, Table, Chart,
+  ColouredTokens, Note).
+
+The app (`pages/_common.render_blocks`), the HTML / Markdown reports (`inspector/report.py`) and
+the CLI (through the report) render those blocks generically; a chart is declared once and drawn
+by Plotly in the app (`plots.chart_figure`) and by the dependency-free SVG writer in reports
+(`svg_charts.chart_svg`), both with the same palette and titles.
+
+Adding an analysis = its module + its test + one line in `REGISTERED` below.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Sequence, Union
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .inputs import Encoded
+    from .models import LoadedModel
+
+# One line per analysis written on the contract: "module:Class".
+REGISTERED: tuple[str, ...] = (
+    "inspector.analyses.logit_lens:LogitLens",
+)
+
+
+# --------------------------------------------------------------------------- blocks
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One headline number (or short text) with a label and an optional explanation."""
+
+    label: str
+    value: float | int | str | None
+    help: str = ""
+    digits: int = 4
+
+    def formatted(self) -> str:
+        v = self.value
+        if v is None:
+            return "—"
+        if isinstance(v, bool) or isinstance(v, str):
+            return str(v)
+        if isinstance(v, int):
+            return f"{v:,}"
+        return f"{float(v):.{self.digits}g}"
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of plain values under named columns."""
+
+    title: str
+    columns: tuple[str, ...]
+    rows: tuple[tuple, ...]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A chart declared once; `plots.chart_figure` (app) and `svg_charts.chart_svg` (reports) draw it.
+
+    kind "line": `series` = ((name, x values, y values), ...); kind "bar": one series, x = labels;
+    kind "heatmap": `z` (rows × columns) with `row_labels` / `col_labels`. `log_y` draws a log
+    axis ticked at powers of ten (1, 10, 100, ...).
+    """
+
+    kind: str
+    title: str
+    x_title: str = ""
+    y_title: str = ""
+    series: tuple[tuple[str, tuple, tuple], ...] = ()
+    z: tuple[tuple[float, ...], ...] = ()
+    row_labels: tuple[str, ...] = ()
+    col_labels: tuple[str, ...] = ()
+    colorbar_title: str = ""
+    log_y: bool = False
+    zmin: float | None = None
+    zmax: float | None = None
+
+    def __post_init__(self):
+        if self.kind not in ("line", "bar", "heatmap"):
+            raise ValueError(f"unknown chart kind {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class ColouredTokens:
+    """The text's tokens, each coloured by a value (None: not scored)."""
+
+    tokens: tuple[str, ...]
+    values: tuple[float | None, ...]
+    value_name: str
+    signed: bool = False
+    special: tuple[bool, ...] = ()
+
+
+@dataclass(frozen=True)
+class Note:
+    """A sentence of explanation (level "info" or "warning" is shown more prominently)."""
+
+    text: str
+    level: str = "caption"
+
+
+Block = Union[Metric, Table, Chart, ColouredTokens, Note]
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+            choices: Sequence | None = None):
+    """A settings-dataclass field with its help text and range (read by the app's widgets)."""
+    meta = {"help": help, "min": min, "max": max, "choices": tuple(choices) if choices is not None else None}
+    return field(default=default, metadata=meta)
+
+
+class Analysis:
+    """Base class of an analysis written on the contract (see the module docstring)."""
+
+    name: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+
+    @dataclass(frozen=True)
+    class Settings:
+        pass
+
+    def available(self, lm: LoadedModel) -> tuple[bool, str]:
+        return True, ""
+
+    def run(self, lm: LoadedModel, encoded: Encoded, settings) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def view(self, result) -> list[Block]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # helpers shared by every renderer
+
+    def settings_from(self, values: dict | None = None):
+        """A Settings instance from {field: value} (unknown fields are an InputError, ranges checked)."""
+        from .errors import InputError
+
+        values = dict(values or {})
+        fields = {f.name: f for f in dataclasses.fields(self.Settings)}
+        bad = sorted(set(values) - set(fields))
+        if bad:
+            raise InputError(f"Unknown setting(s) of {self.title}: {', '.join(bad)}.",
+                             f"Known: {', '.join(fields) or 'none'}.")
+        for key, value in values.items():
+            meta = fields[key].metadata
+            lo, hi, choices = meta.get("min"), meta.get("max"), meta.get("choices")
+            if choices is not None and value not in choices:
+                raise InputError(f"{self.title}: {key} must be one of {', '.join(map(str, choices))}.")
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                if (lo is not None and value < lo) or (hi is not None and value > hi):
+                    raise InputError(f"{self.title}: {key} = {value} is outside [{lo}, {hi}].")
+        return self.Settings(**values)
+
+
+def settings_fields(analysis: Analysis) -> list[dataclasses.Field]:
+    return list(dataclasses.fields(analysis.Settings))
+
+
+def registry() -> dict[str, Analysis]:
+    """name -> instance of every registered analysis, in registration order."""
+    out: dict[str, Analysis] = {}
+    for entry in REGISTERED:
+        module, _, cls = entry.partition(":")
+        analysis = getattr(importlib.import_module(module), cls)()
+        out[analysis.name] = analysis
+    return out
+
+
+def get(name: str) -> Analysis:
+    from .errors import InputError
+
+    found = registry().get(name)
+    if found is None:
+        raise InputError(f"Unknown analysis '{name}'.", f"Known: {', '.join(registry())}.")
+    return found
+
+
+def run_analysis(name: str, lm: LoadedModel, encoded: Encoded, settings: dict | None = None):
+    """Check availability, build the settings and run one registered analysis."""
+    from .errors import NotAvailableError
+
+    analysis = get(name)
+    ok, reason = analysis.available(lm)
+    if not ok:
+        raise NotAvailableError(reason)
+    return analysis.run(lm, encoded, analysis.settings_from(settings))

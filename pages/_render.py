@@ -1,0 +1,87 @@
+"""Streamlit renderer of the analyses written on the contract (`inspector.analysis`).
+
+`settings_widgets(analysis)` draws one widget per settings field (default, range and help from the
+dataclass), `run_registered(...)` runs an analysis through the one cached runner, and
+`render_blocks(blocks)` draws a declared view: metrics in a row, tables as dataframes, charts
+with `plots.chart_figure`, coloured tokens, notes. Nothing here is specific to one analysis.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import streamlit as st
+
+from inspector import analysis as contract
+from inspector import plots
+from inspector.models import LoadedModel
+from pages import _common
+
+
+_MD_SPECIAL = set("\\`*_{}[]()#+-.!|$<>~:")
+
+
+def md_literal(text: str) -> str:
+    """`text` escaped so that Streamlit's Markdown shows it literally (a model name, a user's text)."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
+
+
+def settings_widgets(a: contract.Analysis, *, key_prefix: str = "") -> dict:
+    """{field: value} chosen with one widget per field of `a.Settings`."""
+    values = {}
+    fields = dataclasses.fields(a.Settings)
+    cols = st.columns(max(1, len(fields)))
+    for col, f in zip(cols, fields):
+        meta, key = f.metadata, f"{key_prefix}{a.name}_{f.name}"
+        label, help_ = f.name.replace("_", " "), meta.get("help") or None
+        if meta.get("choices"):
+            opts = list(meta["choices"])
+            values[f.name] = col.selectbox(label, opts, index=opts.index(f.default), key=key, help=help_)
+        elif isinstance(f.default, bool):
+            values[f.name] = col.toggle(label, value=f.default, key=key, help=help_)
+        elif isinstance(f.default, int):
+            values[f.name] = int(col.number_input(label, value=f.default, step=1, key=key, help=help_,
+                                                  min_value=None if meta.get("min") is None else int(meta["min"]),
+                                                  max_value=None if meta.get("max") is None else int(meta["max"])))
+        elif isinstance(f.default, float):
+            values[f.name] = float(col.number_input(label, value=f.default, key=key, help=help_,
+                                                    min_value=meta.get("min"), max_value=meta.get("max")))
+        else:
+            values[f.name] = col.text_input(label, value=str(f.default), key=key, help=help_)
+    return values
+
+
+def _run_encoded(name: str, lm: LoadedModel, text: str, text_pair: str | None, settings: dict):
+    from inspector.inputs import encode
+
+    enc = encode(lm, text, text_pair)
+    return _common._on_device(lm, contract.run_analysis, name, lm, enc, settings)
+
+
+def run_registered(name: str, lm: LoadedModel, text: str, text_pair: str | None, settings: dict):
+    """The analysis' result, cached on (analysis, model, text, settings) by `_common.run`."""
+    return _common.run(_run_encoded, name, lm, text, text_pair, dict(settings),
+                       spinner=f"Running {contract.get(name).title}…")
+
+
+def render_blocks(blocks, *, key_prefix: str) -> None:
+    metrics = [b for b in blocks if isinstance(b, contract.Metric)]
+    if metrics:
+        for col, m in zip(st.columns(len(metrics)), metrics):
+            col.metric(m.label, m.formatted(), help=m.help or None)
+    n_chart = n_table = 0
+    for b in blocks:
+        if isinstance(b, contract.Note):
+            {"info": st.info, "warning": st.warning}.get(b.level, st.caption)(b.text)
+        elif isinstance(b, contract.Chart):
+            _common.chart("chart_figure", b, st_key=f"{key_prefix}_chart{n_chart}")
+            n_chart += 1
+        elif isinstance(b, contract.Table):
+            st.markdown(f"**{b.title}**")
+            st.dataframe([dict(zip(b.columns, row)) for row in b.rows], hide_index=True,
+                         key=f"{key_prefix}_table{n_table}")
+            if b.note:
+                st.caption(b.note)
+            n_table += 1
+        elif isinstance(b, contract.ColouredTokens):
+            st.html(plots.colored_tokens_html(list(b.tokens), list(b.values), signed=b.signed,
+                                              value_name=b.value_name, skip=list(b.special) or None))

@@ -1,0 +1,77 @@
+"""The report of the default model and text is unchanged, number by number (see golden_report.py)."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import golden_report as G  # noqa: E402
+
+RTOL = 1e-9
+ATOL = 1e-12
+# Where the current report may hold more than the golden one: new sections, their settings, new summary figures.
+OPEN_DICTS = {("sections",), ("settings",), ("summary",)}
+
+
+def differences(golden, current, path=(), out=None, limit=40) -> list[str]:
+    """Every place where `current` differs from `golden` (numbers within RTOL/ATOL), up to `limit`."""
+    out = [] if out is None else out
+    if len(out) >= limit:
+        return out
+    where = "/".join(map(str, path)) or "<root>"
+    if isinstance(golden, dict):
+        if not isinstance(current, dict):
+            out.append(f"{where}: expected an object, got {type(current).__name__}")
+            return out
+        missing = sorted(set(golden) - set(current))
+        extra = sorted(set(current) - set(golden)) if path not in OPEN_DICTS else []
+        if missing or extra:
+            out.append(f"{where}: missing keys {missing}, unexpected keys {extra}")
+        for k in golden:
+            if k in current:
+                differences(golden[k], current[k], path + (k,), out, limit)
+    elif isinstance(golden, list):
+        if not isinstance(current, list) or len(current) != len(golden):
+            n = len(current) if isinstance(current, list) else type(current).__name__
+            out.append(f"{where}: expected a list of {len(golden)}, got {n}")
+            return out
+        for i, (g, c) in enumerate(zip(golden, current)):
+            differences(g, c, path + (i,), out, limit)
+    elif isinstance(golden, bool) or golden is None or isinstance(golden, str):
+        if golden != current or type(golden) is not type(current):
+            out.append(f"{where}: expected {golden!r}, got {current!r}")
+    elif isinstance(golden, (int, float)):
+        ok = isinstance(current, (int, float)) and not isinstance(current, bool)
+        if ok and math.isinf(golden):
+            ok = current == golden
+        elif ok:
+            ok = math.isclose(golden, current, rel_tol=RTOL, abs_tol=ATOL)
+        if not ok:
+            out.append(f"{where}: expected {golden!r}, got {current!r}")
+    else:  # pragma: no cover - JSON has no other types
+        out.append(f"{where}: unexpected type {type(golden).__name__}")
+    return out
+
+
+@pytest.fixture(scope="module")
+def current():
+    if not (G.REPO / "data" / "models" / "gpt2-mini").is_dir():
+        pytest.fail("bundled:gpt2-mini is not built: run `python -m inspector.bundled` (or make install) first")
+    return G.normalise(G.build_json())
+
+
+def test_golden_report_unchanged(current):
+    diffs = differences(G.load_golden(), current)
+    assert not diffs, "the report's figures changed:\n" + "\n".join(diffs)
+
+
+def test_comparison_catches_a_changed_figure():
+    golden = {"sections": {"a": {"x": [1.0, 2.0]}}, "summary": {}}
+    assert differences(golden, {"sections": {"a": {"x": [1.0, 2.0 * (1 + 1e-8)]}}, "summary": {}})
+    assert differences(golden, {"sections": {"a": {"x": [1.0]}}, "summary": {}})
+    assert differences(golden, {"sections": {"a": {"x": [1.0, 2.0], "y": 1}}, "summary": {}})
+    assert not differences(golden, {"sections": {"a": {"x": [1.0, 2.0 * (1 + 1e-12)]}, "new": {}},
+                                    "summary": {"more": 1}})
