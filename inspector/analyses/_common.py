@@ -184,3 +184,22 @@ def bin_edges(values: np.ndarray, bins: int) -> np.ndarray:
     if lo == hi:
         lo, hi = lo - 0.5, hi + 0.5
     return np.linspace(lo, hi, bins + 1)
+
+
+# --------------------------------------------------------------------------- settings checks
+
+
+def check_int(value, lo: int, hi: int | None, what: str) -> int:
+    """`value` as an int in [lo, hi] (hi None: no upper bound), or an InputError naming `what`.
+
+    Booleans are refused: `True` is an int to Python but never a meant count.
+    """
+    from inspector.errors import InputError
+
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise InputError(f"The {what} must be a whole number, got {value!r}.")
+    value = int(value)
+    if value < lo or (hi is not None and value > hi):
+        rng = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
+        raise InputError(f"The {what} is {value}; it must be {rng}.")
+    return value

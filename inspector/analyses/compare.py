@@ -31,6 +31,7 @@ import torch
 
 from .. import capture
 from ..errors import InputError, NotAvailableError
+from ._common import check_int
 from ..inputs import clean_text, display_token, encode
 from .loss import _window_batches, _windows  # the loss page's windows: each position predicted once
 
@@ -340,12 +341,6 @@ class ComparisonReport:
 # --------------------------------------------------------------------------- small helpers
 
 
-def _check_int(value, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"The {what} must be a whole number, got {value!r}.")
-    if not lo <= int(value) <= hi:
-        raise InputError(f"The {what} is {value}; it must be between {lo} and {hi}.")
-    return int(value)
 
 
 def _check_masking(masking: str) -> str:
@@ -639,15 +634,15 @@ def token_divergence(lm_a, lm_b, text: str, *, top_k: int = 5, n_disagreements: 
     """
     text = clean_text(text)
     masking = _check_masking(masking)
-    seed = _check_int(seed, 0, 2 ** 63 - 1, "seed")
-    batch_size = _check_int(batch_size, 1, 4096, "batch size")
-    n_disagreements = _check_int(n_disagreements, 0, 10_000, "number of disagreements")
+    seed = check_int(seed, 0, 2 ** 63 - 1, "seed")
+    batch_size = check_int(batch_size, 1, 4096, "batch size")
+    n_disagreements = check_int(n_disagreements, 0, 10_000, "number of disagreements")
     content, offsets = _content(lm_a, text)
     _content(lm_b, text)
     reason = divergence_unavailable_reason(lm_a, lm_b, text)
     if reason:
         raise NotAvailableError(reason[0].upper() + reason[1:] + ".")
-    top_k = _check_int(top_k, 1, min(MAX_TOP_K, _vocab_out(lm_a)), "top_k")
+    top_k = check_int(top_k, 1, min(MAX_TOP_K, _vocab_out(lm_a)), "top_k")
     return _divergence(lm_a, lm_b, text, content, offsets, top_k, n_disagreements, masking, seed, prepend_bos,
                        batch_size)
 
@@ -801,7 +796,7 @@ def score_text(lm, text: str, *, prepend_bos: bool = True, batch_size: int = 16)
     every token is scored, none is cut.
     """
     text = clean_text(text)
-    batch_size = _check_int(batch_size, 1, 4096, "batch size")
+    batch_size = check_int(batch_size, 1, 4096, "batch size")
     objective = _objective(lm)
     if objective is None:
         raise NotAvailableError("Cannot score text: " + _no_head_reason(lm, lm.spec) + ".")
@@ -1112,7 +1107,7 @@ def embedding_drift(lm_a, lm_b, text: str, *, top_k: int = 20) -> EmbeddingDrift
     wa = lm_a.model.get_input_embeddings().weight.detach()
     wb = lm_b.model.get_input_embeddings().weight.detach()
     V, D = wa.shape
-    top_k = _check_int(top_k, 1, min(MAX_TOP_K, V), "top_k")
+    top_k = check_int(top_k, 1, min(MAX_TOP_K, V), "top_k")
     na, nb, nd, dot = (np.zeros(V) for _ in range(4))
     step = max(1, _CHUNK_ELEMENTS // max(D, 1))
     for r0 in range(0, V, step):  # float64 in row chunks: no full float64 copy of a large matrix
@@ -1199,11 +1194,11 @@ def compare_models(lm_a, lm_b, text: str, *, top_k: int = 5, seed: int = 0, mask
     for a causal LM; for a masked LM one (batched) forward per token, as pseudo-log-likelihood needs.
     """
     text = clean_text(text)
-    top_k = _check_int(top_k, 1, MAX_TOP_K, "top_k")
-    seed = _check_int(seed, 0, 2 ** 63 - 1, "seed")
+    top_k = check_int(top_k, 1, MAX_TOP_K, "top_k")
+    seed = check_int(seed, 0, 2 ** 63 - 1, "seed")
     masking = _check_masking(masking)
-    n_disagreements = _check_int(n_disagreements, 0, 10_000, "number of disagreements")
-    batch_size = _check_int(batch_size, 1, 4096, "batch size")
+    n_disagreements = check_int(n_disagreements, 0, 10_000, "number of disagreements")
+    batch_size = check_int(batch_size, 1, 4096, "batch size")
     content, offsets = _content(lm_a, text)
     _content(lm_b, text)
     same_tok, tok_why = tokenizers_match(lm_a, lm_b, text)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError, NotAvailableError
-from ._common import QUANTILE_LEVELS, bin_edges, histogram
+from ._common import QUANTILE_LEVELS, bin_edges, check_int, histogram
 
 DEFAULT_BLOCK = 4096
 MINIBATCH_ABOVE = 20_000  # rows; larger sets are clustered with MiniBatchKMeans
@@ -214,14 +214,6 @@ def _unit_np(X: np.ndarray) -> np.ndarray:
     return X / np.maximum(n, 1e-12)
 
 
-def _check_int(name: str, value, lo: int, hi: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{name} must be an integer, got {value!r}.")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        rng = f"between {lo} and {hi}" if hi is not None else f"at least {lo}"
-        raise InputError(f"{name} must be {rng}, got {value}.")
-    return value
 
 
 def input_embedding_matrix(lm) -> torch.Tensor:
@@ -300,8 +292,8 @@ def _row_norms(E: torch.Tensor, block: int = DEFAULT_BLOCK) -> np.ndarray:
 
 def token_norms(lm, *, top: int = 20, bins: int = 60) -> TokenNorms:
     """Row norms of the token-embedding table, with extremes and a histogram."""
-    top = _check_int("top", top, 1)
-    bins = _check_int("bins", bins, 1, 10_000)
+    top = check_int(top, 1, None, "top")
+    bins = check_int(bins, 1, 10_000, "bins")
     norms = _row_norms(input_embedding_matrix(lm))
     order = np.argsort(norms, kind="stable")
     n = min(top, norms.size)
@@ -341,9 +333,9 @@ def neighbours_of_matrix(E, query_ids, k: int, block: int = DEFAULT_BLOCK, *, ex
     k_max = V - 1 if exclude_self else V
     if k_max < 1:
         raise InputError("The matrix has a single row: it has no neighbours.")
-    k = _check_int("k", k, 1, k_max)
-    block = _check_int("block", block, 1)
-    query_chunk = _check_int("query_chunk", query_chunk, 1)
+    k = check_int(k, 1, k_max, "k")
+    block = check_int(block, 1, None, "block")
+    query_chunk = check_int(query_chunk, 1, None, "query_chunk")
     dev = E.device
     qt = torch.as_tensor(q, dtype=torch.long, device=dev)
     inv_norm = torch.cat([torch.linalg.vector_norm(E[i:i + block].float(), dim=1)
@@ -424,7 +416,7 @@ def token_counts(lm, text: str | None = None, *, path: str | Path | None = None,
         text = p.read_text(encoding="utf-8", errors="replace")
     if not isinstance(text, str) or not text.strip():
         raise InputError("The corpus text is empty.", "Pass some text to count token frequencies on.")
-    chunk_chars = _check_int("chunk_chars", chunk_chars, 1000)
+    chunk_chars = check_int(chunk_chars, 1000, None, "chunk_chars")
     V = int(input_embedding_matrix(lm).shape[0])
     chunks, start = [], 0
     while start < len(text):
@@ -450,9 +442,9 @@ def norm_frequency_correlation(lm, text: str | None = None, *, path: str | Path 
     """Spearman ρ of token-embedding norm against token frequency on a corpus (or given `counts`)."""
     from scipy.stats import spearmanr
 
-    min_count = _check_int("min_count", min_count, 1)
-    n_bins = _check_int("n_bins", n_bins, 1, 1000)
-    sample = _check_int("sample", sample, 1)
+    min_count = check_int(min_count, 1, None, "min_count")
+    n_bins = check_int(n_bins, 1, 1000, "n_bins")
+    sample = check_int(sample, 1, None, "sample")
     norms = _row_norms(input_embedding_matrix(lm))
     corpus = "counts"
     if counts is None:
@@ -511,7 +503,7 @@ def select_tokens(lm, *, token_ids=None, n_tokens: int | None = 2000, text: str 
         return np.unique(np.asarray([resolve_token(lm, t, vocab) for t in items], dtype=np.int64)), "ids"
     if n_tokens is None:
         return np.arange(V, dtype=np.int64), "all"
-    n_tokens = _check_int("n_tokens", n_tokens, 1)
+    n_tokens = check_int(n_tokens, 1, None, "n_tokens")
     if counts is None:
         counts = token_counts(lm, text, path=path)
     counts = np.asarray(counts)
@@ -551,9 +543,9 @@ def cluster_matrix(E, n_clusters: int, seed: int = 0, *, minibatch: bool | None 
     N = X.shape[0]
     if N < 3:
         raise InputError(f"Clustering needs at least 3 rows, got {N}.")
-    n_clusters = _check_int("n_clusters", n_clusters, 2, N - 1)
-    seed = _check_int("seed", seed, 0)
-    silhouette_sample = _check_int("silhouette_sample", silhouette_sample, 10)
+    n_clusters = check_int(n_clusters, 2, N - 1, "n_clusters")
+    seed = check_int(seed, 0, None, "seed")
+    silhouette_sample = check_int(silhouette_sample, 10, None, "silhouette_sample")
     use_mb = N > MINIBATCH_ABOVE if minibatch is None else bool(minibatch)
     if use_mb:
         # bounded work: ~20 passes in 8192-row batches (50 257 × 768 into 50 clusters: ~5 s on 2 cores)
@@ -586,7 +578,7 @@ def cluster_tokens(lm, n_clusters: int = 20, *, token_ids=None, n_tokens: int | 
                    text: str | None = None, path: str | Path | None = None, counts: np.ndarray | None = None,
                    seed: int = 0, n_exemplars: int = 10) -> TokenClusters:
     """Cluster a token set by cosine (see `select_tokens` for how the set is chosen)."""
-    n_exemplars = _check_int("n_exemplars", n_exemplars, 1)
+    n_exemplars = check_int(n_exemplars, 1, None, "n_exemplars")
     ids, selection = select_tokens(lm, token_ids=token_ids, n_tokens=n_tokens, text=text, path=path, counts=counts)
     E = input_embedding_matrix(lm)
     X = E[torch.as_tensor(ids, device=E.device)].float().cpu()
@@ -658,7 +650,7 @@ def anisotropy_of_matrix(E, n_pairs: int = 20_000, seed: int = 0) -> Anisotropy:
     V = int(E.shape[0])
     if V < 2:
         raise InputError("Anisotropy needs at least 2 rows.")
-    n_pairs = _check_int("n_pairs", n_pairs, 1, 10_000_000)
+    n_pairs = check_int(n_pairs, 1, 10_000_000, "n_pairs")
     rng = np.random.default_rng(seed)
     i = rng.integers(0, V, size=n_pairs)
     j = (i + rng.integers(1, V, size=n_pairs)) % V  # uniform over rows != i
@@ -687,8 +679,8 @@ def token_anisotropy(lm, n_pairs: int = 20_000, seed: int = 0) -> Anisotropy:
 
 def sinusoidal_table(n_positions: int, dim: int, base: float = 10000.0) -> np.ndarray:
     """(P, D) sinusoidal table of Vaswani et al.: [p, 2i] = sin(p / base^(2i/D)), [p, 2i+1] = cos(...)."""
-    n_positions = _check_int("n_positions", n_positions, 1)
-    dim = _check_int("dim", dim, 1)
+    n_positions = check_int(n_positions, 1, None, "n_positions")
+    dim = check_int(dim, 1, None, "dim")
     pos = np.arange(n_positions, dtype=np.float64)[:, None]
     i = np.arange(0, dim, 2, dtype=np.float64)
     angle = pos / np.power(base, i / dim)[None, :]  # (P, ceil(D/2))
@@ -751,7 +743,7 @@ def _position_module(lm):
 
 def position_embeddings(lm, *, max_matrix: int = 128) -> PositionEmbeddings:
     """Norms, smoothness and sinusoidal resemblance of the position-embedding table."""
-    max_matrix = _check_int("max_matrix", max_matrix, 2)
+    max_matrix = check_int(max_matrix, 2, None, "max_matrix")
     module = _position_module(lm)
     W = module.weight.detach().to("cpu", torch.float64).numpy()  # (P, D)
     P, D = W.shape

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, NotAvailableError
+from ._common import check_int
 from ..inputs import display_token, encode
 
 HOLDS = "holds"
@@ -34,14 +35,6 @@ DEFAULT_DIMS = tuple(range(2, 101))
 TEMPERATURE_CURVE = tuple(float(t) for t in np.geomspace(0.05, 50.0, 61))
 
 
-def _check_int(value, lo: int, hi: int | None, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"{what} must be an integer, got {value!r}.")
-    value = int(value)
-    if value < lo or (hi is not None and value > hi):
-        rng = f"{lo}..{hi}" if hi is not None else f">= {lo}"
-        raise InputError(f"{what} must be in {rng}, got {value}.")
-    return value
 
 
 def _check_float(value, what: str, *, positive: bool = False) -> float:
@@ -95,9 +88,9 @@ def _qk(rng: np.random.Generator, n: int, d: int) -> tuple[np.ndarray, np.ndarra
 
 def random_qk_scaling(n: int = 50, d: int = 50, seed: int = 0) -> RandomQKScaling:
     """σ(Q), σ(K), σ(QKᵀ) against √d for one seeded draw (the seed's 50 × 50 example by default)."""
-    n = _check_int(n, 2, 4096, "n")
-    d = _check_int(d, 1, 4096, "d")
-    seed = _check_int(seed, 0, None, "seed")
+    n = check_int(n, 2, 4096, "n")
+    d = check_int(d, 1, 4096, "d")
+    seed = check_int(seed, 0, None, "seed")
     Q, K = _qk(np.random.default_rng(seed), n, d)
     A = Q @ K.T  # (n, n)
     sqrt_d = math.sqrt(d)
@@ -122,9 +115,9 @@ class SigmaVsDim:
 
 def sigma_vs_dim(dims=DEFAULT_DIMS, n: int = 50, seed: int = 0, trials: int = 1) -> SigmaVsDim:
     """σ(QKᵀ) against √d for every d in `dims` (data for one chart)."""
-    n = _check_int(n, 2, 4096, "n")
-    seed = _check_int(seed, 0, None, "seed")
-    trials = _check_int(trials, 1, 1000, "trials")
+    n = check_int(n, 2, 4096, "n")
+    seed = check_int(seed, 0, None, "seed")
+    trials = check_int(trials, 1, 1000, "trials")
     dims_arr = np.asarray(list(dims), dtype=np.int64)
     if dims_arr.size == 0 or dims_arr.min() < 1 or dims_arr.max() > 4096:
         raise InputError("dims must be a non-empty list of integers in 1..4096.")
@@ -170,10 +163,10 @@ def _jacobian_norm(p: np.ndarray) -> float:
 
 def softmax_scaling(n: int = 50, d: int = 50, seed: int = 0, row: int = 0) -> SoftmaxScaling:
     """Softmax and −log-softmax of row `row` of QKᵀ (same draw as `random_qk_scaling`) before/after scaling."""
-    n = _check_int(n, 2, 4096, "n")
-    d = _check_int(d, 1, 4096, "d")
-    seed = _check_int(seed, 0, None, "seed")
-    row = _check_int(row, 0, n - 1, "row")
+    n = check_int(n, 2, 4096, "n")
+    d = check_int(d, 1, 4096, "d")
+    seed = check_int(seed, 0, None, "seed")
+    row = check_int(row, 0, n - 1, "row")
     Q, K = _qk(np.random.default_rng(seed), n, d)
     z = (Q @ K.T)[row]
     zs = z / math.sqrt(d)
@@ -306,7 +299,7 @@ def loss_race(start: float = 2.0, target: float = 5.0, lr: float = 0.05, steps: 
     target = _check_float(target, "target")
     lr = _check_float(lr, "learning rate", positive=True)
     huber_delta = _check_float(huber_delta, "Huber delta", positive=True)
-    steps = _check_int(steps, 1, 100_000, "steps")
+    steps = check_int(steps, 1, 100_000, "steps")
     names = list(losses)
     if not names:
         raise InputError("Give at least one loss.", f"Choose from: {', '.join(LOSSES)}.")
@@ -378,9 +371,9 @@ def gaussian_kl(mu_p: float = 0.0, sigma_p: float = 1.0, mu_q: float = 1.0, sigm
     mu_p, mu_q = _check_float(mu_p, "μ_p"), _check_float(mu_q, "μ_q")
     sigma_p = _check_float(sigma_p, "σ_p", positive=True)
     sigma_q = _check_float(sigma_q, "σ_q", positive=True)
-    n_samples = _check_int(n_samples, 2, 10_000_000, "n_samples")
-    seed = _check_int(seed, 0, None, "seed")
-    grid_points = _check_int(grid_points, 2, 10_000, "grid_points")
+    n_samples = check_int(n_samples, 2, 10_000_000, "n_samples")
+    seed = check_int(seed, 0, None, "seed")
+    grid_points = check_int(grid_points, 2, 10_000, "grid_points")
     closed = _kl_gauss(mu_p, sigma_p, mu_q, sigma_q)
     x = np.random.default_rng(seed).normal(mu_p, sigma_p, size=n_samples)
     terms = _log_pdf(x, mu_p, sigma_p) - _log_pdf(x, mu_q, sigma_q)
@@ -507,12 +500,12 @@ def _encode_for_prediction(lm, text: str, position: int | None):
     if lm.is_causal:
         if T < 2:
             raise InputError("The text has 1 token; a next-token prediction needs at least 2.", "Use a longer text.")
-        position = T - 1 if position is None else _check_int(position, 1, T - 1, "position (predicted token)")
+        position = T - 1 if position is None else check_int(position, 1, T - 1, "position (predicted token)")
         return enc, ids, position, position - 1, int(ids[0, position]), "next-token"
     content = [i for i in range(T) if not enc.special[i]]
     if position is None:
         position = content[len(content) // 2]
-    position = _check_int(position, 0, T - 1, "position")
+    position = check_int(position, 0, T - 1, "position")
     if enc.special[position]:
         raise InputError(f"Position {position} is the special token {enc.tokens[position]!r}.",
                          "Choose an ordinary token.")
@@ -537,8 +530,8 @@ def loss_identities(lm, text: str, position: int | None = None, *, smoothing: fl
     smoothing = _check_float(smoothing, "smoothing")
     if not 0.0 <= smoothing < 1.0:
         raise InputError(f"smoothing must be in [0, 1), got {smoothing}.")
-    hessian_k = _check_int(hessian_k, 2, 512, "hessian_k")
-    top_k = _check_int(top_k, 1, 100, "top_k")
+    hessian_k = check_int(hessian_k, 2, 512, "hessian_k")
+    top_k = check_int(top_k, 1, 100, "top_k")
     enc, ids, position, read_at, target, objective = _encode_for_prediction(lm, text, position)
     z = _model_logits(lm, enc, ids)[read_at].double()  # (V,)
     V = z.numel()

@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError, NotAvailableError
+from ._common import check_int
 from ..inputs import Encoded, clean_text, display_token, encode
 
 __all__ = [
@@ -238,12 +239,6 @@ def _require_mlm(lm, what: str) -> None:
         raise NotAvailableError(f"{what} is not available: this tokenizer has no mask token.")
 
 
-def _check_int(value, lo: int, hi: int, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"The {what} must be a whole number, got {value!r}.")
-    if not lo <= int(value) <= hi:
-        raise InputError(f"The {what} is {value}; it must be between {lo} and {hi}.")
-    return int(value)
 
 
 def _decode(tok, ids) -> list[str]:
@@ -335,11 +330,11 @@ def _windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
 
 def _window_settings(lm, window: int | None, stride: int | None) -> tuple[int, int]:
     limit = lm.max_positions or 1024
-    window = limit if window is None else _check_int(window, 2, limit, "window (tokens per forward pass)")
+    window = limit if window is None else check_int(window, 2, limit, "window (tokens per forward pass)")
     if stride is None:
         stride = max(1, window // 2)
     else:
-        stride = _check_int(stride, 1, window - 1, "stride (must be smaller than the window so every token is scored)")
+        stride = check_int(stride, 1, window - 1, "stride (must be smaller than the window so every token is scored)")
     return window, stride
 
 
@@ -389,8 +384,8 @@ def causal_token_loss(lm, text: str, stride: int | None = None, top_k: int = 5, 
     """
     _require_causal(lm, "Causal (next-token) loss")
     text = clean_text(text)
-    top_k = _check_int(top_k, 1, min(MAX_TOP_K, lm.vocab_size), "top_k")
-    batch_size = _check_int(batch_size, 1, 1024, "batch size")
+    top_k = check_int(top_k, 1, min(MAX_TOP_K, lm.vocab_size), "top_k")
+    batch_size = check_int(batch_size, 1, 1024, "batch size")
     ids_list, offsets = _tokenise_causal(lm, text)
     n = len(ids_list)
     if n < 2:
@@ -453,7 +448,7 @@ def score_corpus(lm, text_or_ids, window: int | None = None, stride: int | None 
     Accepts a string (tokenised here, no length limit) or a 1-D sequence of token ids.
     """
     _require_causal(lm, "Causal (next-token) loss")
-    batch_size = _check_int(batch_size, 1, 4096, "batch size")
+    batch_size = check_int(batch_size, 1, 4096, "batch size")
     if isinstance(text_or_ids, str):
         text = clean_text(text_or_ids, max_chars=max(len(text_or_ids), 1), what="corpus")
         ids = torch.tensor(_tokenise_causal(lm, text)[0], dtype=torch.long)
@@ -577,11 +572,11 @@ def masked_lm_loss(lm, text: str, seed: int = 0, mask_prob: float = 0.15, top_k:
     """
     _require_mlm(lm, "Masked-LM loss")
     text = clean_text(text)
-    seed = _check_int(seed, 0, 2 ** 63 - 1, "seed")
+    seed = check_int(seed, 0, 2 ** 63 - 1, "seed")
     if isinstance(mask_prob, bool) or not isinstance(mask_prob, (int, float)) or not 0.0 < mask_prob <= 1.0:
         raise InputError(f"The masking probability is {mask_prob!r}; it must be in (0, 1].", "BERT uses 0.15.")
-    top_k = _check_int(top_k, 1, min(MAX_TOP_K, lm.vocab_size), "top_k")
-    batch_size = _check_int(batch_size, 1, 1024, "batch size")
+    top_k = check_int(top_k, 1, min(MAX_TOP_K, lm.vocab_size), "top_k")
+    batch_size = check_int(batch_size, 1, 1024, "batch size")
     tok = lm.tokenizer
     content, offsets = _content_tokens(lm, text)
     n = len(content)
@@ -651,7 +646,7 @@ def pseudo_log_likelihood(lm, text: str, batch_size: int = 16) -> PLLReport:
     """Mask each content token in turn (batched copies) and sum log P(original | rest)."""
     _require_mlm(lm, "Pseudo-log-likelihood")
     text = clean_text(text)
-    batch_size = _check_int(batch_size, 1, 1024, "batch size")
+    batch_size = check_int(batch_size, 1, 1024, "batch size")
     tok = lm.tokenizer
     content, offsets = _content_tokens(lm, text)
     n = len(content)
@@ -743,19 +738,19 @@ def logit_gradient_check(lm, encoded: Encoded, position: int, top_k: int = 10) -
     if not isinstance(encoded, Encoded):
         raise InputError("Give an encoded text (inspector.inputs.encode).")
     tok = lm.tokenizer
-    top_k = _check_int(top_k, 1, min(MAX_TOP_K, lm.vocab_size), "top_k")
+    top_k = check_int(top_k, 1, min(MAX_TOP_K, lm.vocab_size), "top_k")
     ids = encoded.input_ids[0].clone()
     T = ids.numel()
     if lm.is_causal:
         if T < 2:
             raise InputError("The text has 1 token; the next-token gradient needs at least 2.", "Use a longer text.")
-        position = _check_int(position, 0, T - 2, "position (the last token has no next token)")
+        position = check_int(position, 0, T - 2, "position (the last token has no next token)")
         target_id = int(ids[position + 1])
         objective = "next-token"
         body, head = _causal_parts(lm)
     else:
         _require_mlm(lm, "The logit-gradient view")
-        position = _check_int(position, 0, T - 1, "position")
+        position = check_int(position, 0, T - 1, "position")
         if bool(encoded.special[position]):
             raise InputError(f"Position {position} is a special token ({encoded.tokens[position]}).",
                              "Choose a position of a word piece of the text.")
