@@ -23,5 +23,5 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
-_common.sidebar()
-page.run()
+with _common.serving(_common.sidebar()):
+    page.run()

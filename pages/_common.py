@@ -15,11 +15,11 @@ Pages stay thin: they read `page_context()`, call `run(...)` with a library func
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import html
 import importlib
 import logging
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -299,7 +299,6 @@ def sidebar() -> PageContext:
                                       value=st.session_state.get(K_PAIR, ""), key=K_PAIR, persist_state="session",
                                       placeholder="Optional: sentence B of the pair [CLS] A [SEP] B [SEP]") or None
     inputs = Inputs(spec=spec, device=device, dtype=dtype, text=text or "", text_pair=text_pair)
-    st.session_state["_inspector_inputs"] = inputs
     return PageContext(inputs=inputs, lm=lm)
 
 
@@ -312,35 +311,30 @@ def _cuda_available() -> bool:
         return False
 
 
-APP_PATH = str(REPO / "app.py")
+# The context app.py's sidebar produced for the page it is about to run (same script thread).
+_PAGE_CONTEXT: contextvars.ContextVar[PageContext | None] = contextvars.ContextVar("inspector_page_context",
+                                                                                 default=None)
 
 
-def _entrypoint_ran() -> bool:
-    """True when this page runs inside app.py (which drew the sidebar just before `page.run()`).
-
-    Streamlit runs a page without app.py when it falls back to its legacy `pages/` folder mode
-    (AppTest does so on every page switch; a server's very first request may too); the page
-    then draws the shared sidebar itself.
-    """
-    frame = sys._getframe(1)
-    while frame is not None:
-        if os.path.abspath(frame.f_code.co_filename) == APP_PATH:
-            return True
-        frame = frame.f_back
-    return False
+@contextlib.contextmanager
+def serving(ctx: PageContext):
+    """app.py hands its sidebar's context to the page it runs inside this block."""
+    token = _PAGE_CONTEXT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _PAGE_CONTEXT.reset(token)
 
 
 def page_context(require_model: bool = True) -> PageContext:
-    """The sidebar's choices and the cached model, for a page. Stops the page if no model loaded."""
-    inputs = st.session_state.get("_inspector_inputs")
-    if inputs is None or not _entrypoint_ran():  # page run on its own (not through app.py)
+    """The sidebar's choices and the cached model, for a page. Stops the page if no model loaded.
+
+    Inside app.py the context comes from its sidebar (`serving`); a page run on its own (Streamlit's
+    legacy `pages/` mode, which AppTest uses on a page switch) draws the shared sidebar itself.
+    """
+    ctx = _PAGE_CONTEXT.get()
+    if ctx is None:
         ctx = sidebar()
-    else:
-        lm = None
-        if inputs.spec:
-            with contextlib.suppress(Exception):
-                lm = load_model(inputs.spec, inputs.device, inputs.dtype)
-        ctx = PageContext(inputs, lm)
     if require_model and ctx.lm is None:
         st.warning("No model is loaded. Pick a model in the sidebar (the bundled ones work offline); "
                    "the message there says what went wrong.")
