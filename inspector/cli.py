@@ -428,16 +428,17 @@ def cmd_perplexity(args) -> int:
 
 def cmd_models(args) -> int:
     from . import bundled
+    from .models import bundled_spec
 
     models = bundled.list_bundled()
     if args.json:
-        print(json.dumps([{"spec": f"bundled:{m.name}", "kind": m.kind, "available": m.available,
+        print(json.dumps([{"spec": bundled_spec(m.name), "kind": m.kind, "available": m.available,
                            "checkpoints": m.checkpoints, "default_checkpoint": m.default_checkpoint,
                            "description": m.description} for m in models], indent=1))
         return EXIT_OK
     default = getattr(bundled, "DEFAULT_MODEL", DEFAULT_MODEL)
     for m in models:
-        spec = f"bundled:{m.name}"
+        spec = bundled_spec(m.name)
         mark = " (default)" if spec == default else ""
         state = ", ".join(m.checkpoints) if m.available else "not installed"
         print(f"{spec}{mark}\n    {m.kind}; checkpoints: {state}\n    {m.description}")

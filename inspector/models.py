@@ -32,6 +32,12 @@ from .errors import (
 )
 
 BUNDLED_PREFIX = "bundled:"
+
+
+def bundled_spec(name: str, checkpoint: str | None = None, default_checkpoint: str | None = None) -> str:
+    """The spec of a bundled model (`bundled:name`, or `bundled:name@checkpoint` off its default)."""
+    spec = BUNDLED_PREFIX + name
+    return spec if checkpoint in (None, default_checkpoint) else f"{spec}@{checkpoint}"
 SUPPORTED_MODEL_TYPES = ("gpt2", "bert")
 
 

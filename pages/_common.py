@@ -239,11 +239,11 @@ def sidebar() -> PageContext:
     lm = None
     with st.sidebar:
         st.subheader("Model")
-        options = [models.BUNDLED_PREFIX + c.name for c in choices]
+        options = [models.bundled_spec(c.name) for c in choices]
         if default not in options:
             options.insert(0, default)
         options.append(OTHER_MODEL)
-        described = {models.BUNDLED_PREFIX + c.name: c.description for c in choices}
+        described = {models.bundled_spec(c.name): c.description for c in choices}
 
         def fmt(opt: str) -> str:
             if opt == OTHER_MODEL:
@@ -261,14 +261,13 @@ def sidebar() -> PageContext:
             spec = (spec or "").strip()
         else:
             spec = choice
-            bc = next((c for c in choices if models.BUNDLED_PREFIX + c.name == choice), None)
+            bc = next((c for c in choices if models.bundled_spec(c.name) == choice), None)
             if bc and len(bc.checkpoints) > 1:
                 cps = list(bc.checkpoints)
                 default_cp = bc.default_checkpoint if bc.default_checkpoint in cps else cps[-1]
                 ckpt = st.selectbox("Checkpoint", cps, index=_pick(K_CKPT, cps, default_cp), key=K_CKPT,
                                     persist_state="session", help="Saved training checkpoints of this bundled model.")
-                if ckpt != default_cp:
-                    spec = f"{choice}@{ckpt}"
+                spec = models.bundled_spec(bc.name, ckpt, default_cp)
         c1, c2 = st.columns(2)
         devices = list(DEVICES) if _cuda_available() else ["auto", "cpu"]
         device = c1.selectbox("Device", devices, index=_pick(K_DEVICE, devices, "auto"), key=K_DEVICE,
@@ -739,7 +738,7 @@ def comparison_specs() -> list[str]:
     for c in bundled_choices():
         cps = list(c.checkpoints) or [c.default_checkpoint]
         for cp in cps:
-            out.append(f"{models.BUNDLED_PREFIX}{c.name}" + ("" if cp == c.default_checkpoint or cp is None else f"@{cp}"))
+            out.append(models.bundled_spec(c.name, cp, c.default_checkpoint))
     return out
 
 
