@@ -18,6 +18,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .tokens import strip_html
+
 __all__ = [
     "token_label", "colored_tokens_html",
     "histogram_figure", "param_histogram", "norm_layer_ranges", "norm_histogram_heatmap", "norm_activation_chart",
@@ -78,29 +80,22 @@ def colored_tokens_html(tokens: Sequence[str], values: Sequence[float | None], *
     vals = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
     finite = [abs(v) for v in vals if v is not None and math.isfinite(v)]
     top = float(vmax) if vmax is not None else (max(finite) if finite else 0.0)
-    spans = []
+    backgrounds, titles, muted = [], [], []
     for i, tok in enumerate(tokens):
         v = vals[i] if i < len(vals) else None
-        shown = html.escape(str(tok), quote=True)
-        shown = shown.replace("\n", "↵<br>").replace("\t", "⇥") if shown.strip() else shown.replace(" ", "&nbsp;")
-        if shown == "":
-            shown = "∅"
         is_skipped = skip is not None and i < len(skip) and bool(skip[i])
         if v is None or is_skipped:
-            title = f"token {i}: {html.escape(repr(str(tok)), quote=True)} — no {html.escape(value_name)}"
-            bg = "rgba(0,0,0,0)"
-            style = "color:#888;"
+            titles.append(f"token {i}: {str(tok)!r} — no {value_name}")
+            backgrounds.append("")
+            muted.append(True)
         else:
-            title = (f"token {i}: {html.escape(repr(str(tok)), quote=True)} — {html.escape(value_name)} "
-                     f"{v:.{digits}g}{(' ' + html.escape(unit)) if unit else ''}")
-            bg = _rgba(v, top, signed)
-            style = ""
-        spans.append(f'<span title="{title}" style="background:{bg};{style}padding:1px 0;'
-                     f'border-radius:3px;white-space:pre-wrap">{shown}</span>')
+            titles.append(f"token {i}: {str(tok)!r} — {value_name} {v:.{digits}g}{(' ' + unit) if unit else ''}")
+            backgrounds.append(_rgba(v, top, signed))
+            muted.append(False)
+    strip = strip_html(tokens, backgrounds=backgrounds, titles=titles, muted=muted, data_index=True)
     legend = ("blue = negative, red = positive" if signed else f"darker = higher {html.escape(value_name)}")
     scale = f"; full colour at {top:.{digits}g}{(' ' + html.escape(unit)) if unit else ''}" if top else ""
-    return (f'<div style="font-family:ui-monospace,SFMono-Regular,Menlo,monospace;line-height:1.9;'
-            f'font-size:0.95rem">{"".join(spans)}</div>'
+    return (f'<div style="font-size:0.95rem">{strip}</div>'
             f'<div style="font-size:0.8rem;color:#666;margin-top:4px">{legend}{scale}; hover a token for its value.</div>')
 
 

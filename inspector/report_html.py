@@ -16,6 +16,7 @@ import numpy as np
 from . import analysis as _contract
 from . import report as _r
 from . import svg_charts as svg
+from .tokens import strip_html
 from .report_markdown import (_attention_rows, _claim_columns, _claims_rows, _compare_rows, _fmt,  # noqa: F401
                               _model_fact_rows, _perplexity, _scalar_rows, _what_if_rows, summary)
 
@@ -46,8 +47,6 @@ svg.chart{border:1px solid var(--line);border-radius:4px;max-width:100%;height:a
 pre.text{white-space:pre-wrap;word-break:break-word;background:var(--soft);padding:10px 12px;border-radius:4px;
   max-height:320px;overflow:auto;font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .tokens{line-height:2.1;font:13px/2.1 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.tok{border:1px solid var(--line);border-radius:3px;padding:1px 3px;margin:0 2px 0 0;white-space:pre}
-.tok.special{color:var(--muted);font-style:italic}
 .note{color:var(--muted);font-size:13px}
 .unavailable{color:var(--warn);background:#fff8ec;border:1px solid #f1ddb8;padding:6px 10px;border-radius:4px}
 .failed{color:#8a1c1c;background:#fdf0f0;border:1px solid #efc4c4;padding:6px 10px;border-radius:4px}
@@ -109,14 +108,9 @@ def _guesses(tokens, probs) -> str:
 
 def _tokens_html(tokens: list[str], special=None, colors: list[str] | None = None,
                  titles: list[str] | None = None) -> str:
-    chips = []
-    for i, tok in enumerate(tokens):
-        is_special = bool(special[i]) if special is not None and i < len(special) else False
-        style = f' style="background:{colors[i]}"' if colors else ""
-        title = titles[i] if titles else f"#{i}"
-        chips.append(f'<span class="tok{" special" if is_special else ""}" title="{_h(title)}"{style}>'
-                     f"{_h(_visible(tok))}</span>")
-    return '<div class="tokens">' + "".join(chips) + "</div>"
+    """A wrapping token strip: the text each token covers, original spaces between (inspector.tokens)."""
+    return '<div class="tokens">' + strip_html(tokens, backgrounds=colors, titles=titles or None, special=special,
+                                               chips=True) + "</div>"
 
 
 def _charts(*items: str) -> str:
