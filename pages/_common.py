@@ -54,6 +54,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Session-state keys of the shared sidebar (plain strings only: never a model or a tensor).
 K_MODEL, K_CUSTOM, K_CKPT, K_DEVICE, K_DTYPE = "model_choice", "model_custom", "model_checkpoint", "device", "dtype"
 K_SAMPLE, K_TEXT, K_PAIR = "sample", "text", "text_pair"
+K_LOAD_ERROR = "_model_load_error"
 
 
 # --------------------------------------------------------------------------- errors
@@ -276,11 +277,14 @@ def sidebar() -> PageContext:
         dtype = c2.selectbox("dtype", list(DTYPES), index=_pick(K_DTYPE, list(DTYPES), "auto"), key=K_DTYPE,
                              persist_state="session",
                              help="auto = float32 (exact numbers). bfloat16/float16 are meant for GPUs.")
+        st.session_state.pop(K_LOAD_ERROR, None)
         if not spec:
             st.info("Type a model name to load it.")
         else:
-            with guard(f"loading '{spec}'"):
+            with guard(f"loading '{spec}'") as g:
                 lm = load_model(spec, device, dtype)
+            if g.failed:  # the page repeats it in the main area (page_context)
+                st.session_state[K_LOAD_ERROR] = error_message(g.error, f"loading '{spec}'")
             if lm is not None:
                 d = lm.describe()
                 st.caption(f"{d['architecture']} · {d['kind_label']} · {format_count(d['n_parameters'])} parameters "
@@ -342,8 +346,12 @@ def page_context(require_model: bool = True) -> PageContext:
                 lm = load_model(inputs.spec, inputs.device, inputs.dtype)
         ctx = PageContext(inputs, lm)
     if require_model and ctx.lm is None:
-        st.warning("No model is loaded. Pick a model in the sidebar (the bundled ones work offline); "
-                   "the message there says what went wrong.")
+        failure = st.session_state.get(K_LOAD_ERROR)
+        if failure:
+            st.error(f"The model could not be loaded. {failure}")
+            st.info("Pick another model in the sidebar (the bundled ones work offline).")
+        else:
+            st.warning("No model is loaded. Pick a model in the sidebar (the bundled ones work offline).")
         st.stop()
     return ctx
 
@@ -779,3 +787,165 @@ def chart(builder: str, *args, st_key: str, container=None, **options) -> None:
     """
     fig = _cached_figure(builder, args, options)
     (container or st).plotly_chart(fig, key=st_key)
+
+
+# --------------------------------------------------------------------------- drill-down: heads and tokens
+# One (layer, head) and one token position are shared by the Attention and All-heads pages: a click on a
+# layer × head cell (or a thumbnail) picks the head, a click on a pattern cell picks its query token.
+# A new model or text starts again on the most peaked head (lowest entropy fraction).
+
+K_LAYER, K_HEAD, K_TOKEN = "attn_layer", "attn_head", "inspect_token"
+
+
+def pickable_chart(builder: str, *args, st_key: str, container=None, **options) -> list[dict]:
+    """Draw a figure of `inspector.plots` whose points can be clicked; return the selected points."""
+    fig = _cached_figure(builder, args, options)
+    event = (container or st).plotly_chart(fig, key=st_key, on_select="rerun", selection_mode="points")
+    try:
+        return list(event.selection.points or [])
+    except AttributeError:  # AppTest returns no event object
+        return []
+
+
+def _new_pick(st_key: str, points: list[dict]) -> list | None:
+    """customdata of the clicked point when the selection changed since the last run, else None."""
+    picked = next((p.get("customdata") for p in points if p.get("customdata") is not None), None)
+    last = st.session_state.get(f"_last_pick_{st_key}")
+    if picked is None or picked == last:
+        if picked is None:
+            st.session_state.pop(f"_last_pick_{st_key}", None)
+        return None
+    st.session_state[f"_last_pick_{st_key}"] = picked
+    return [int(v) for v in picked]
+
+
+def default_head(ctx: PageContext, entropy_fraction) -> None:
+    """For a new model or text, start on the most peaked head (not on layer 0 head 0, often uniform)."""
+    from inspector.analyses.heads import most_peaked_head
+
+    marker = (model_key(ctx.lm), ctx.text, ctx.text_pair or "")
+    if st.session_state.get("_head_default_for") != marker:
+        st.session_state["_head_default_for"] = marker
+        st.session_state[K_LAYER], st.session_state[K_HEAD] = most_peaked_head(entropy_fraction)
+        st.session_state.pop(K_TOKEN, None)
+
+
+def apply_head_pick(st_key: str, points: list[dict]) -> bool:
+    """A clicked layer × head cell becomes the chosen head (before the layer/head widgets are drawn)."""
+    picked = _new_pick(st_key, points)
+    if picked is None:
+        return False
+    st.session_state[K_LAYER], st.session_state[K_HEAD] = int(picked[0]), int(picked[1])
+    return True
+
+
+def apply_token_pick(st_key: str, points: list[dict]) -> bool:
+    """A clicked pattern cell makes its query token the inspected one."""
+    picked = _new_pick(st_key, points)
+    if picked is None:
+        return False
+    st.session_state[K_TOKEN] = int(picked[0])
+    return True
+
+
+def head_widgets(lm: models.LoadedModel) -> tuple[int, int]:
+    """Layer and head selectors bound to the shared choice (no default passed: the state holds it)."""
+    for key, n in ((K_LAYER, lm.n_layers), (K_HEAD, lm.n_heads)):
+        if not isinstance(st.session_state.get(key), int) or not 0 <= st.session_state[key] < n:
+            st.session_state[key] = 0
+    c1, c2 = st.columns(2)
+    layer = c1.selectbox("Layer", list(range(lm.n_layers)), key=K_LAYER)
+    head = c2.selectbox("Head", list(range(lm.n_heads)), key=K_HEAD)
+    return int(layer), int(head)
+
+
+def head_stats_line(rep, layer: int, head: int) -> str:
+    """The selected head's statistics in one line (from the layer × head report)."""
+    return (f"**Layer {layer}, head {head}**: σ(q·k) = {rep.std[layer, head]:.3g} "
+            f"(σ/√d_head = {rep.ratio[layer, head]:.2f}), entropy / log n = {rep.entropy_fraction[layer, head]:.3f}, "
+            f"mean max probability = {rep.max_prob[layer, head]:.3f}, largest scaled logit = "
+            f"{rep.max_scaled[layer, head]:.3g}")
+
+
+def token_positions(enc) -> dict[int, str]:
+    """position -> label of the ordinary tokens of an encoded text (special tokens left out)."""
+    from inspector.tokens import visible
+
+    return {i: f"{i}: {visible(t).strip() or visible(t)}" for i, t in enumerate(enc.tokens) if not enc.special[i]}
+
+
+def default_token(enc, causal: bool) -> int | None:
+    """A real word in the middle of the text (never a special token; causal: not the first token)."""
+    options = [i for i in token_positions(enc) if not (causal and i == 0)]
+    words = [i for i in options if any(ch.isalpha() for ch in enc.tokens[i])]
+    pool = words or options
+    return pool[len(pool) // 2] if pool else None
+
+
+def token_widget(enc, causal: bool) -> int | None:
+    """The inspected token: a click on the pattern, or this picker (a select box, not a 100-step slider)."""
+    options = token_positions(enc)
+    if causal:
+        options.pop(0, None)
+    if not options:
+        return None
+    if st.session_state.get(K_TOKEN) not in options:
+        st.session_state[K_TOKEN] = default_token(enc, causal)
+    return int(st.selectbox("Token to inspect (or click a cell of the pattern: its query token)", list(options),
+                            format_func=options.get, key=K_TOKEN))
+
+
+def logit_lens_of(lm, encoded):
+    """The logit lens (inspector.analyses.logit_lens) with its default settings, for the token inspector."""
+    from inspector.analyses.logit_lens import LogitLens
+
+    return LogitLens().run(lm, encoded, LogitLens.Settings())
+
+
+def token_inspector(ctx: PageContext, layer: int, head: int, position: int) -> None:
+    """One token up close: top-k predictions, loss, attention row in the chosen head, attribution, logit lens."""
+    from inspector import plots
+    from inspector.analyses import attribution, heads
+    from inspector.tokens import visible
+
+    lm = ctx.lm
+    ins = run_on_text(heads.inspect_token, lm, ctx.text, ctx.text_pair, int(position), int(layer), int(head), 10,
+                      spinner="Inspecting the token…")
+    enc = encoded(lm, ctx.text, ctx.text_pair)
+    st.markdown(f"#### Token {ins.position}: `{visible(ins.token).replace('`', 'ˋ')}`")
+    st.caption(f"Predicted {ins.method}.")
+    c = st.columns(4)
+    c[0].metric("P(token)", f"{ins.prob:.4f}")
+    c[1].metric("Loss (nats)", f"{ins.loss:.3f}")
+    c[2].metric("Rank", ins.rank, help="1 = the model's first choice")
+    c[3].metric("Attention row", f"layer {ins.layer}, head {ins.head}")
+    left, right = st.columns(2)
+    left.markdown("**Top predictions**")
+    left.dataframe([{"token": visible(t), "probability": float(p)}
+                    for t, p in zip(ins.top_tokens, ins.top_probs)], hide_index=True, key="insp_top")
+    with right:
+        chart("token_row_chart", tuple(enc.tokens), tuple(float(v) for v in ins.attention_row),
+              title=f"Where token {ins.position} looks: attention row in layer {ins.layer}, head {ins.head}",
+              y_title="attention probability", selected=ins.position, st_key="insp_row")
+    with guard("the attribution of this token"):
+        target = "next_token" if lm.is_causal else "masked_token"
+        res = run(attribution.attribute, lm, ctx.text, method="input_x_gradient", target=target,
+                  position=int(position), text_pair=ctx.text_pair, spinner="Attributing the prediction…")
+        st.markdown(f"**Which tokens push this prediction** (gradient × input): {res.target}")
+        st.html(plots.colored_tokens_html(res.tokens, res.scores, signed=res.scores_signed,
+                                          value_name="attribution", skip=[bool(s) for s in res.special]))
+    with guard("the logit lens of this token"):
+        lens = run_on_text(logit_lens_of, lm, ctx.text, ctx.text_pair, spinner="Reading every layer (logit lens)…")
+        read_at = position - 1 if lens.mode == "causal" else position
+        where = [j for j, p in enumerate(lens.positions) if int(p) == read_at]
+        if not where:
+            st.caption("Logit lens: this position is not one of the masked positions the lens reads "
+                       "(see the Layer by layer page).")
+        else:
+            j = where[0]
+            st.markdown("**Prediction per layer** (logit lens: each layer's residual stream read through the final "
+                        "norm and unembedding)")
+            st.dataframe([{"layer": name, "top prediction": visible(lens.top_tokens[r][j][0]),
+                           "its probability": float(lens.top_probs[r, j, 0]),
+                           "P(this token)": float(lens.target_prob[r, j]), "rank of this token": int(lens.target_rank[r, j])}
+                          for r, name in enumerate(lens.layer_names)], hide_index=True, key="insp_lens")
