@@ -241,18 +241,18 @@ def _cell_picker(L: int, H: int, hover: list[str], selected: tuple[int, int] | N
     not on heat-map cells (streamlit#8760), so a click on a cell selects the square on top of it.
     customdata = [layer, head]; the selected cell gets a dark outline."""
     layers, heads = np.divmod(np.arange(L * H), H)
-    chosen = None if selected is None else [int(selected[0]) * H + int(selected[1])]
     return go.Scatter(
         x=heads, y=layers, mode="markers", customdata=np.stack([layers, heads], axis=1), text=hover,
         marker=dict(symbol="square-open", size=size, color="rgba(0,0,0,0)", line=dict(width=0)),
-        selectedpoints=chosen, selected=dict(marker=dict(color="rgba(20,20,20,0.9)")),
+        selected=dict(marker=dict(opacity=0)),
         unselected=dict(marker=dict(opacity=0)), hovertemplate="%{text}<br><i>click: open this head</i><extra></extra>",
         showlegend=False, name="pick")
 
 
-def _outline(fig: go.Figure, layer: int, head: int, row: int = 1, col: int = 1) -> None:
+def _outline(fig: go.Figure, layer: int, head: int, row: int | None = None, col: int | None = None) -> None:
+    grid = {} if row is None else {"row": row, "col": col}
     fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
-                  line=dict(color="#111", width=3), row=row, col=col)
+                  line=dict(color="#111", width=3), **grid)
 
 
 def attention_sigma_heatmaps(report, selected: tuple[int, int] | None = None) -> go.Figure:
@@ -339,16 +339,14 @@ def attention_pattern_heatmap(pattern, max_tokens: int = 256, selected_token: in
     labels = [token_label(t, 16) for t in pattern.tokens[:n]]
     q, k = np.nonzero(valid)
     hover = [f"query {a}: {labels[a]}<br>key {b}: {labels[b]}<br>P = {probs[a, b]:.4f}" for a, b in zip(q, k)]
-    chosen = None
     if selected_token is not None and 0 <= selected_token < n:
-        chosen = [i for i, a in enumerate(q) if a == selected_token][:1] or None
         fig.add_shape(type="rect", x0=-0.5, x1=n - 0.5, y0=selected_token - 0.5, y1=selected_token + 0.5,
                       line=dict(color="#e6550d", width=2))
     trace = go.Scattergl if len(q) > 5000 else go.Scatter
     fig.add_trace(trace(
         x=k, y=q, mode="markers", customdata=np.stack([q, k], axis=1), text=hover, showlegend=False, name="pick",
         marker=dict(symbol="square", size=max(4, min(16, 560 // max(n, 1))), color="rgba(0,0,0,0)"),
-        selectedpoints=chosen, selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+        selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
         hovertemplate="%{text}<br><i>click: inspect the query token</i><extra></extra>"))
     vals, ticks = token_ticks(pattern.tokens[:n])
     font = dict(size=10 if n <= 40 else 8)
@@ -380,12 +378,11 @@ def head_grid_figure(grid, highlight_token: int | None = None, selected: tuple[i
     layers, heads = np.divmod(np.arange(L * H), H)
     centre = gap * scale + c / 2 - gap * scale / 2
     ef = np.asarray(grid.entropy_fraction, dtype=float)
-    chosen = None if selected is None else [int(selected[0]) * H + int(selected[1])]
     fig.add_trace(go.Scatter(
         x=centre + heads * c, y=centre + layers * c, mode="markers", customdata=np.stack([layers, heads], axis=1),
         text=[f"layer {la}, head {h}<br>entropy / log n = {ef[la, h]:.3f}" for la, h in zip(layers, heads)],
         marker=dict(symbol="square-open", size=max(8, c - 4), color="rgba(0,0,0,0)", line=dict(width=0)),
-        selectedpoints=chosen, selected=dict(marker=dict(color="rgba(0,0,0,0)")),
+        selected=dict(marker=dict(opacity=0)),
         unselected=dict(marker=dict(opacity=0)), showlegend=False, name="pick",
         hovertemplate="%{text}<br><i>click: open this head</i><extra></extra>"))
     if selected is not None:

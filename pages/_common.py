@@ -810,13 +810,16 @@ def pickable_chart(builder: str, *args, st_key: str, container=None, **options) 
 def _new_pick(st_key: str, points: list[dict]) -> list | None:
     """customdata of the clicked point when the selection changed since the last run, else None."""
     picked = next((p.get("customdata") for p in points if p.get("customdata") is not None), None)
+    if isinstance(picked, dict):  # the browser sends an array as {"0": .., "1": ..}
+        picked = [picked[k] for k in sorted(picked, key=int)]
     last = st.session_state.get(f"_last_pick_{st_key}")
     if picked is None or picked == last:
         if picked is None:
             st.session_state.pop(f"_last_pick_{st_key}", None)
         return None
+    picked = [int(v) for v in picked]
     st.session_state[f"_last_pick_{st_key}"] = picked
-    return [int(v) for v in picked]
+    return picked
 
 
 def default_head(ctx: PageContext, entropy_fraction) -> None:
@@ -828,28 +831,42 @@ def default_head(ctx: PageContext, entropy_fraction) -> None:
         st.session_state["_head_default_for"] = marker
         st.session_state[K_LAYER], st.session_state[K_HEAD] = most_peaked_head(entropy_fraction)
         st.session_state.pop(K_TOKEN, None)
+        for pending in ("_pending_head", "_pending_token"):
+            st.session_state.pop(pending, None)
+    _consume_picks()
+
+
+def _consume_picks() -> None:
+    """Move clicks of the last run into the layer / head / token choice (before their widgets are drawn:
+    Streamlit refuses a write to a widget's state once the widget exists in the run)."""
+    for pending, keys in (("_pending_head", (K_LAYER, K_HEAD)), ("_pending_token", (K_TOKEN,))):
+        values = st.session_state.pop(pending, None)
+        if values is not None:
+            for key, value in zip(keys, values):
+                st.session_state[key] = int(value)
 
 
 def apply_head_pick(st_key: str, points: list[dict]) -> bool:
-    """A clicked layer × head cell becomes the chosen head (before the layer/head widgets are drawn)."""
+    """A clicked layer × head cell becomes the chosen head on the next run (the caller reruns)."""
     picked = _new_pick(st_key, points)
     if picked is None:
         return False
-    st.session_state[K_LAYER], st.session_state[K_HEAD] = int(picked[0]), int(picked[1])
+    st.session_state["_pending_head"] = (int(picked[0]), int(picked[1]))
     return True
 
 
 def apply_token_pick(st_key: str, points: list[dict]) -> bool:
-    """A clicked pattern cell makes its query token the inspected one."""
+    """A clicked pattern cell makes its query token the inspected one on the next run (the caller reruns)."""
     picked = _new_pick(st_key, points)
     if picked is None:
         return False
-    st.session_state[K_TOKEN] = int(picked[0])
+    st.session_state["_pending_token"] = (int(picked[0]),)
     return True
 
 
 def head_widgets(lm: models.LoadedModel) -> tuple[int, int]:
     """Layer and head selectors bound to the shared choice (no default passed: the state holds it)."""
+    _consume_picks()
     for key, n in ((K_LAYER, lm.n_layers), (K_HEAD, lm.n_heads)):
         if not isinstance(st.session_state.get(key), int) or not 0 <= st.session_state[key] < n:
             st.session_state[key] = 0
@@ -884,6 +901,7 @@ def default_token(enc, causal: bool) -> int | None:
 
 def token_widget(enc, causal: bool) -> int | None:
     """The inspected token: a click on the pattern, or this picker (a select box, not a 100-step slider)."""
+    _consume_picks()
     options = token_positions(enc)
     if causal:
         options.pop(0, None)
