@@ -156,7 +156,7 @@ def norm_layer_ranges(report, which: str = "gamma") -> go.Figure:
     if which == "gamma":
         lo, hi = report.gamma_band
         fig.add_hrect(y0=lo, y1=hi, fillcolor=PALETTE[2], opacity=0.12, line_width=0,
-                      annotation_text=f"seed claim {lo:g}–{hi:g}", annotation_position="top left")
+                      annotation_text=f"claimed band {lo:g}–{hi:g}", annotation_position="top left")
     else:
         fig.add_hline(y=0, line_color="#888", line_dash="dot")
     fig.update_layout(**_LAYOUT, title=f"{sym} per norm layer: median, 5–95 % range and mean", height=380,

@@ -690,14 +690,26 @@ def report_request(ctx: PageContext, sections, settings: dict) -> tuple:
     return (model_key(ctx.lm), ctx.text, ctx.text_pair or "", tuple(sections), tuple(sorted(settings.items())))
 
 
-def build_report(lm, text: str, text_pair: str | None, sections, settings: dict, progress=None) -> dict:
-    """Build a report once (inside the device queue) and render it in every format, as plain strings."""
+def build_report(lm, text: str, text_pair: str | None, sections, settings: dict, progress=None,
+                 compare_with=None, masking: str | None = None) -> dict:
+    """Build a report once (inside the device queue) and render it in every format, as plain strings.
+
+    With `compare_with` = (model A, model B) the report gains the Compare section of
+    `python -m inspector compare` (A → B, e.g. initialisation → final)."""
     import re
 
     from inspector import report
 
     rep = _on_device(lm, report.build_report, lm, text, sections=list(sections), settings=settings,
                      progress=progress, text_pair=text_pair)
+    if compare_with is not None:
+        lm_a, lm_b = compare_with
+        kwargs = {"masking": masking} if masking else {}
+        cmp = _on_device(lm_a, report.build_comparison_report, lm_a, lm_b, text, settings=settings,
+                         text_pair=text_pair, **kwargs)
+        rep.sections["compare"] = cmp.sections["compare"]
+        rep.model_b = cmp.model_b
+        rep.seconds = round(rep.seconds + cmp.seconds, 3)
     rows = [{"section": report.SECTION_TITLES.get(name, name), "status": sec.status, "note": sec.reason,
              "seconds": sec.seconds} for name, sec in rep.sections.items()]
     stem = "inspector-report-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", rep.title).strip("-.")[:80] or "model")
@@ -718,8 +730,8 @@ def corpus_text() -> str | None:
 
 def claims_rows(rows) -> list[dict]:
     """ClaimRow results as table rows (verdict first, for sorting)."""
-    return [{"verdict": r.verdict, "seed": r.seed, "claim": r.claim, "measured": r.measured,
-             "rule": r.threshold, "note": r.note} for r in rows]
+    return [{"verdict": r.verdict, "claim": r.claim, "measured on this model": r.measured,
+             "rule for the verdict": r.threshold, "note": r.note} for r in rows]
 
 
 TEMPERATURE_OPTIONS = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 7.07, 10.0, 20.0, 50.0]
@@ -757,12 +769,54 @@ def comparison_specs() -> list[str]:
     return out
 
 
+def _family_of(spec: str) -> str | None:
+    """'gpt2' / 'bert' for a bundled spec (by its architecture), None otherwise."""
+    name = spec.removeprefix(models.BUNDLED_PREFIX).partition("@")[0]
+    if not spec.startswith(models.BUNDLED_PREFIX):
+        return None
+    return "gpt2" if name.startswith("gpt2") else "bert" if name.startswith(("bert", "minilm")) else None
+
+
 def default_model_b(spec_a: str, options: list[str]) -> str | None:
-    """Another checkpoint of the same bundled model (the earliest), else the first other bundled model."""
+    """A model comparable with A: another checkpoint of the same bundled model (the earliest: its
+    initialisation), else a bundled model of the same architecture family, else the first other one."""
     base = spec_a.partition("@")[0]
     same = [o for o in options if o.partition("@")[0] == base and o != spec_a]
+    family = _family_of(spec_a)
+    kin = [o for o in options if o != spec_a and family is not None and _family_of(o) == family
+           and "@" not in o]
     others = [o for o in options if o != spec_a]
-    return (same or others or [None])[0]
+    return (same or kin or others or [None])[0]
+
+
+def checkpoint_rank(spec: str) -> tuple[str, int] | None:
+    """(bundled model, index of its checkpoint in training order) for a bundled spec, else None."""
+    if not spec.startswith(models.BUNDLED_PREFIX):
+        return None
+    name, _, cp = spec.removeprefix(models.BUNDLED_PREFIX).partition("@")
+    choice = next((c for c in bundled_choices() if c.name == name), None)
+    if choice is None:
+        return None
+    cps = list(choice.checkpoints) or [choice.default_checkpoint]
+    cp = cp or choice.default_checkpoint
+    return (name, cps.index(cp)) if cp in cps else None
+
+
+def ordered_pair(spec_a: str, spec_b: str, swap: bool = False) -> tuple[str, str]:
+    """(from, to): two checkpoints of one model go initialisation → final (earlier first) by default."""
+    ra, rb = checkpoint_rank(spec_a), checkpoint_rank(spec_b)
+    pair = (spec_a, spec_b)
+    if ra and rb and ra[0] == rb[0] and rb[1] < ra[1]:
+        pair = (spec_b, spec_a)
+    return (pair[1], pair[0]) if swap else pair
+
+
+def chosen_model_b() -> str | None:
+    """Model B as chosen on the Compare page (None when it was not visited or nothing is typed)."""
+    choice = st.session_state.get("cmp_model")
+    if choice == OTHER_MODEL:
+        return (st.session_state.get("cmp_custom") or "").strip() or None
+    return choice or None
 
 
 # --------------------------------------------------------------------------- figures
@@ -794,7 +848,10 @@ def chart(builder: str, *args, st_key: str, container=None, **options) -> None:
 # layer × head cell (or a thumbnail) picks the head, a click on a pattern cell picks its query token.
 # A new model or text starts again on the most peaked head (lowest entropy fraction).
 
-K_LAYER, K_HEAD, K_TOKEN = "attn_layer", "attn_head", "inspect_token"
+K_LAYER, K_HEAD, K_TOKEN = "attn_layer", "attn_head", "inspect_token"  # widget keys
+# The choices themselves live in plain keys: Streamlit drops a widget's state on a run that does not draw
+# it (any other page), so the widgets are re-seeded from these on every run and write back on change.
+K_HEAD_CHOICE, K_TOKEN_CHOICE = "_head_choice", "_token_choice"
 
 
 def pickable_chart(builder: str, *args, st_key: str, container=None, **options) -> list[dict]:
@@ -813,67 +870,70 @@ def _new_pick(st_key: str, points: list[dict]) -> list | None:
     if isinstance(picked, dict):  # the browser sends an array as {"0": .., "1": ..}
         picked = [picked[k] for k in sorted(picked, key=int)]
     last = st.session_state.get(f"_last_pick_{st_key}")
-    if picked is None or picked == last:
-        if picked is None:
-            st.session_state.pop(f"_last_pick_{st_key}", None)
+    if picked is None:
+        st.session_state.pop(f"_last_pick_{st_key}", None)
         return None
     picked = [int(v) for v in picked]
+    if picked == last:
+        return None
     st.session_state[f"_last_pick_{st_key}"] = picked
     return picked
 
 
-def default_head(ctx: PageContext, entropy_fraction) -> None:
-    """For a new model or text, start on the most peaked head (not on layer 0 head 0, often uniform)."""
+def default_head(ctx: PageContext, entropy_fraction) -> tuple[int, int]:
+    """The chosen (layer, head); for a new model or text the most peaked head (lowest entropy fraction),
+    not layer 0 head 0, which is often uniform and looks blank."""
     from inspector.analyses.heads import most_peaked_head
 
     marker = (model_key(ctx.lm), ctx.text, ctx.text_pair or "")
-    if st.session_state.get("_head_default_for") != marker:
+    if st.session_state.get("_head_default_for") != marker or K_HEAD_CHOICE not in st.session_state:
         st.session_state["_head_default_for"] = marker
-        st.session_state[K_LAYER], st.session_state[K_HEAD] = most_peaked_head(entropy_fraction)
-        st.session_state.pop(K_TOKEN, None)
-        for pending in ("_pending_head", "_pending_token"):
-            st.session_state.pop(pending, None)
-    _consume_picks()
+        st.session_state[K_HEAD_CHOICE] = most_peaked_head(entropy_fraction)
+        st.session_state.pop(K_TOKEN_CHOICE, None)
+    return selected_head()
 
 
-def _consume_picks() -> None:
-    """Move clicks of the last run into the layer / head / token choice (before their widgets are drawn:
-    Streamlit refuses a write to a widget's state once the widget exists in the run)."""
-    for pending, keys in (("_pending_head", (K_LAYER, K_HEAD)), ("_pending_token", (K_TOKEN,))):
-        values = st.session_state.pop(pending, None)
-        if values is not None:
-            for key, value in zip(keys, values):
-                st.session_state[key] = int(value)
+def selected_head() -> tuple[int, int]:
+    layer, head = st.session_state.get(K_HEAD_CHOICE, (0, 0))
+    return int(layer), int(head)
 
 
 def apply_head_pick(st_key: str, points: list[dict]) -> bool:
-    """A clicked layer × head cell becomes the chosen head on the next run (the caller reruns)."""
+    """A clicked layer × head cell becomes the chosen head (the caller reruns to redraw)."""
     picked = _new_pick(st_key, points)
     if picked is None:
         return False
-    st.session_state["_pending_head"] = (int(picked[0]), int(picked[1]))
+    st.session_state[K_HEAD_CHOICE] = (int(picked[0]), int(picked[1]))
     return True
 
 
 def apply_token_pick(st_key: str, points: list[dict]) -> bool:
-    """A clicked pattern cell makes its query token the inspected one on the next run (the caller reruns)."""
+    """A clicked pattern cell makes its query token the inspected one (the caller reruns to redraw)."""
     picked = _new_pick(st_key, points)
     if picked is None:
         return False
-    st.session_state["_pending_token"] = (int(picked[0]),)
+    st.session_state[K_TOKEN_CHOICE] = int(picked[0])
     return True
 
 
+def _head_from_widgets() -> None:
+    st.session_state[K_HEAD_CHOICE] = (int(st.session_state[K_LAYER]), int(st.session_state[K_HEAD]))
+
+
+def _token_from_widget() -> None:
+    st.session_state[K_TOKEN_CHOICE] = int(st.session_state[K_TOKEN])
+
+
 def head_widgets(lm: models.LoadedModel) -> tuple[int, int]:
-    """Layer and head selectors bound to the shared choice (no default passed: the state holds it)."""
-    _consume_picks()
-    for key, n in ((K_LAYER, lm.n_layers), (K_HEAD, lm.n_heads)):
-        if not isinstance(st.session_state.get(key), int) or not 0 <= st.session_state[key] < n:
-            st.session_state[key] = 0
+    """Layer and head selectors showing the shared choice (seeded from it; a change writes it back)."""
+    layer, head = selected_head()
+    layer, head = min(max(layer, 0), lm.n_layers - 1), min(max(head, 0), lm.n_heads - 1)
+    st.session_state[K_LAYER], st.session_state[K_HEAD] = layer, head
+    st.session_state[K_HEAD_CHOICE] = (layer, head)
     c1, c2 = st.columns(2)
-    layer = c1.selectbox("Layer", list(range(lm.n_layers)), key=K_LAYER)
-    head = c2.selectbox("Head", list(range(lm.n_heads)), key=K_HEAD)
-    return int(layer), int(head)
+    c1.selectbox("Layer", list(range(lm.n_layers)), key=K_LAYER, on_change=_head_from_widgets)
+    c2.selectbox("Head", list(range(lm.n_heads)), key=K_HEAD, on_change=_head_from_widgets)
+    return layer, head
 
 
 def head_stats_line(rep, layer: int, head: int) -> str:
@@ -882,6 +942,18 @@ def head_stats_line(rep, layer: int, head: int) -> str:
             f"(σ/√d_head = {rep.ratio[layer, head]:.2f}), entropy / log n = {rep.entropy_fraction[layer, head]:.3f}, "
             f"mean max probability = {rep.max_prob[layer, head]:.3f}, largest scaled logit = "
             f"{rep.max_scaled[layer, head]:.3g}")
+
+
+def perplexity_metric(container, lm: models.LoadedModel, res, side: str = "a", warn: bool = True) -> None:
+    """A perplexity as a metric labelled with its method and token count (inspector.perplexity), and a
+    visible warning when it is far above the model's own validation perplexity."""
+    from inspector import perplexity
+
+    container.metric(perplexity.label(res, side), perplexity.value(perplexity.parts(res, side)[2]),
+                     help=perplexity.describe(res, side))
+    note = perplexity.out_of_domain_note(lm, res) if warn and side == "a" else None
+    if note:
+        st.warning(note)
 
 
 def token_positions(enc) -> dict[int, str]:
@@ -901,16 +973,18 @@ def default_token(enc, causal: bool) -> int | None:
 
 def token_widget(enc, causal: bool) -> int | None:
     """The inspected token: a click on the pattern, or this picker (a select box, not a 100-step slider)."""
-    _consume_picks()
     options = token_positions(enc)
     if causal:
         options.pop(0, None)
     if not options:
         return None
-    if st.session_state.get(K_TOKEN) not in options:
-        st.session_state[K_TOKEN] = default_token(enc, causal)
-    return int(st.selectbox("Token to inspect (or click a cell of the pattern: its query token)", list(options),
-                            format_func=options.get, key=K_TOKEN))
+    chosen = st.session_state.get(K_TOKEN_CHOICE)
+    if chosen not in options:
+        chosen = default_token(enc, causal)
+    st.session_state[K_TOKEN_CHOICE] = st.session_state[K_TOKEN] = chosen
+    st.selectbox("Token to inspect (or click a cell of the pattern: its query token)", list(options),
+                 format_func=options.get, key=K_TOKEN, on_change=_token_from_widget)
+    return int(chosen)
 
 
 def logit_lens_of(lm, encoded):

@@ -15,7 +15,7 @@ with _common.guard("the attention statistics"):
     rep = _common.run_on_text(attention.attention_logit_report, lm, ctx.text, ctx.text_pair,
                              spinner="Measuring QKᵀ in every layer and head…")
     _common.truncation_note(_common.encoded(lm, ctx.text, ctx.text_pair))
-    _common.default_head(ctx, rep.entropy_fraction)
+    selected = _common.default_head(ctx, rep.entropy_fraction)
     c = st.columns(4)
     c[0].metric("d_head", rep.d_head)
     c[1].metric("√d_head (predicted σ of q·k)", f"{rep.sqrt_d_head:.3f}")
@@ -24,7 +24,6 @@ with _common.guard("the attention statistics"):
                 help="Largest difference between the instrumented forward and a plain forward of the same "
                      "model on this text. 0 means measuring did not change the model's output.")
 
-    selected = (st.session_state[_common.K_LAYER], st.session_state[_common.K_HEAD])
     st.subheader("σ(QKᵀ) per layer × head, against √d_head")
     points = _common.pickable_chart("attention_sigma_heatmaps", rep, selected=selected, st_key="attn_sigma")
     st.caption("Left: the raw q·k; blue is below √d_head, red above. Right: after the model's 1/√d_head scaling "
@@ -49,7 +48,7 @@ with _common.guard("the attention pattern"):
     pattern = _common.run_on_text(attention.attention_pattern, lm, ctx.text, ctx.text_pair, layer, head,
                                   spinner="Computing the attention pattern…")
     enc = _common.encoded(lm, ctx.text, ctx.text_pair)
-    token = st.session_state.get(_common.K_TOKEN)
+    token = st.session_state.get(_common.K_TOKEN_CHOICE)
     points = _common.pickable_chart("attention_pattern_heatmap", pattern, selected_token=token, st_key="attn_pattern")
     if _common.apply_token_pick("attn_pattern", points):
         st.rerun()

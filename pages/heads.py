@@ -17,9 +17,8 @@ with _common.guard("the all-heads grid"):
     _common.truncation_note(enc)
     grid = _common.run_on_text(heads.head_grid, lm, ctx.text, ctx.text_pair, 48,
                                spinner="Drawing every head's attention pattern…")
-    _common.default_head(ctx, grid.entropy_fraction)
+    selected = _common.default_head(ctx, grid.entropy_fraction)
     position = _common.token_widget(enc, causal=False)
-    selected = (st.session_state[_common.K_LAYER], st.session_state[_common.K_HEAD])
     highlight = None if position is None or position >= grid.n_tokens else int(position)
     points = _common.pickable_chart("head_grid_figure", grid, highlight_token=highlight, selected=selected,
                                     st_key="grid_pick")
