@@ -34,6 +34,7 @@ __all__ = [
 
 # One style for the app and the reports: the Okabe–Ito palette is defined once, in svg_charts.
 from .svg_charts import PALETTE  # noqa: E402
+LOG_AXIS = dict(type="log", dtick=1)  # log axes tick at 1, 10, 100 (not 1, 2, 5, 10, 20, …)
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), hoverlabel=dict(namelength=-1))
 
 
@@ -126,7 +127,7 @@ def histogram_figure(edges, counts, name: str, *, title: str, mean: float | None
                       xaxis_title=name,
                       yaxis_title="count (log)" if log_y else "count", height=height)
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(**LOG_AXIS)
     return fig
 
 
@@ -196,7 +197,7 @@ def norm_activation_chart(activations: Sequence) -> go.Figure:
     fig.update_layout(**_LAYOUT, barmode="group", title="What each norm layer does to the activations (this text)",
                       yaxis_title="std over tokens × features", height=380,
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(**LOG_AXIS)
     fig.update_xaxes(tickangle=-45)
     return fig
 
@@ -434,7 +435,7 @@ def scaling_what_if_chart(what_if) -> go.Figure:
                                  legendgroup="unscaled", showlegend=col == 1,
                                  hovertemplate="unscaled (T = 1/√d)<br>%{y:.4f}<extra></extra>"), row=1, col=col)
         fig.add_vline(x=1.0, line_dash="dot", line_color="#666", row=1, col=col)
-    fig.update_xaxes(type="log", title_text="temperature T (softmax of q·k·scaling / T)")
+    fig.update_xaxes(**LOG_AXIS, title_text="temperature T (softmax of q·k·scaling / T)")
     fig.update_layout(**_LAYOUT, height=420, title=f"Layer {what_if.layer}: the 1/√d scaling as a temperature")
     return fig
 
@@ -495,7 +496,7 @@ def norm_frequency_chart(nf) -> go.Figure:
     fig.add_trace(go.Scatter(x=centres, y=nf.bin_mean_norm, mode="lines+markers", name="mean per frequency bin",
                              line=dict(color=PALETTE[3], width=2),
                              hovertemplate="≈ %{x:,.0f} occurrences<br>mean norm %{y:.4g}<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="occurrences in the corpus (log)")
+    fig.update_xaxes(**LOG_AXIS, title_text="occurrences in the corpus (log)")
     fig.update_layout(**_LAYOUT, yaxis_title="‖embedding‖", height=420,
                       title=f"Norm vs frequency: Spearman ρ = {nf.rho_seen:.3f} over {nf.n_seen:,} seen tokens",
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
@@ -603,11 +604,16 @@ def temperature_chart(res) -> go.Figure:
                              line=dict(color=PALETTE[0])), secondary_y=False)
     fig.add_trace(go.Scatter(x=t, y=res.curve_max_prob, name="max probability", line=dict(color=PALETTE[3])),
                   secondary_y=True)
-    fig.add_vline(x=res.temperature, line_dash="dash", line_color="#444", annotation_text=f"T = {res.temperature:.3g}")
+    # On a log axis a shape takes the value itself but an annotation takes log10 of it: place both by hand.
+    marks = [(res.temperature, "dash", "#444", f"T = {res.temperature:.3g}", 1.0)]
     if res.scaling_temperature:
-        fig.add_vline(x=res.scaling_temperature, line_dash="dot", line_color=PALETTE[2],
-                      annotation_text=f"T = √d = {res.scaling_temperature:.3g}", annotation_position="bottom right")
-    fig.update_xaxes(type="log", title_text="temperature T")
+        marks.append((res.scaling_temperature, "dot", PALETTE[2], f"T = √d = {res.scaling_temperature:.3g}", 0.08))
+    for x, dash, color, text, y in marks:
+        fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, xref="x", yref="paper", line=dict(dash=dash, color=color))
+        fig.add_annotation(x=math.log10(x), y=y, xref="x", yref="paper", text=text, showarrow=False,
+                           xanchor="left", yanchor="top" if y > 0.5 else "bottom", font=dict(color=color))
+    lo, hi = float(np.nanmin(t)), float(np.nanmax(t))
+    fig.update_xaxes(**LOG_AXIS, title_text="temperature T", range=[math.log10(lo), math.log10(hi)])
     fig.update_yaxes(title_text="entropy / log n", range=[0, 1.05], secondary_y=False)
     fig.update_yaxes(title_text="max probability", range=[0, 1.05], secondary_y=True)
     fig.update_layout(**_LAYOUT, height=380, title="Softmax temperature: saturation (left) to uniform (right)",
@@ -753,7 +759,6 @@ def _empty(message: str) -> go.Figure:
 # --------------------------------------------------------------------------- declared charts (inspector.analysis.Chart)
 
 # Shared with svg_charts.chart_svg: the same palette, titles and log axes ticked at powers of ten.
-LOG_AXIS = dict(type="log", dtick=1)
 
 
 def chart_figure(chart) -> go.Figure:

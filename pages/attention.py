@@ -11,10 +11,11 @@ _common.page_header(
     "softmax does not saturate. Measured here on the sidebar's text. Click a layer × head cell to open that head.")
 
 lm = ctx.lm
-with _common.guard("the attention statistics"):
+with _common.guard("the attention statistics") as first:
     rep = _common.run_on_text(attention.attention_logit_report, lm, ctx.text, ctx.text_pair,
                              spinner="Measuring QKᵀ in every layer and head…")
-    _common.truncation_note(_common.encoded(lm, ctx.text, ctx.text_pair))
+    enc = _common.encoded(lm, ctx.text, ctx.text_pair)
+    _common.truncation_note(enc)
     selected = _common.default_head(ctx, rep.entropy_fraction)
     c = st.columns(4)
     c[0].metric("d_head", rep.d_head)
@@ -41,13 +42,15 @@ with _common.guard("the attention statistics"):
     with st.expander("Table: every layer and head (sortable)"):
         st.dataframe(_common.attention_rows(rep), hide_index=True, key="attn_table")
 
+if first.failed:  # e.g. an empty text: the message above says what to do; nothing below can be drawn
+    st.stop()
+
 st.subheader("One head: its attention pattern")
 with _common.guard("the attention pattern"):
     layer, head = _common.head_widgets(lm)
     st.markdown(_common.head_stats_line(rep, layer, head))
     pattern = _common.run_on_text(attention.attention_pattern, lm, ctx.text, ctx.text_pair, layer, head,
                                   spinner="Computing the attention pattern…")
-    enc = _common.encoded(lm, ctx.text, ctx.text_pair)
     token = st.session_state.get(_common.K_TOKEN_CHOICE)
     points = _common.pickable_chart("attention_pattern_heatmap", pattern, selected_token=token, st_key="attn_pattern")
     if _common.apply_token_pick("attn_pattern", points):

@@ -12,7 +12,7 @@ _common.page_header(
     "each scaled to its own maximum). The token you pick is marked in every head. Click a thumbnail to open "
     "that head.")
 
-with _common.guard("the all-heads grid"):
+with _common.guard("the all-heads grid") as first:
     enc = _common.encoded(lm, ctx.text, ctx.text_pair)
     _common.truncation_note(enc)
     grid = _common.run_on_text(heads.head_grid, lm, ctx.text, ctx.text_pair, 48,
@@ -29,6 +29,9 @@ with _common.guard("the all-heads grid"):
                f"{peak[0]}, head {peak[1]}.")
     if _common.apply_head_pick("grid_pick", points):
         st.rerun()
+
+if first.failed:
+    st.stop()
 
 st.subheader("The chosen head")
 with _common.guard("the chosen head"):
