@@ -729,9 +729,9 @@ def token_bar_chart(tokens: Sequence[str], values: Sequence[float | None], *, ti
     fig = go.Figure(go.Bar(
         x=list(range(n)), y=vals, marker_color=colors, customdata=labels,
         hovertemplate="token %{x}: %{customdata}<br>%{y:.4g}<extra></extra>"))
-    if n <= 80:  # token labels under the bars; longer texts get position numbers (tokens on hover)
-        fig.update_xaxes(tickmode="array", tickvals=list(range(n)), ticktext=labels, tickangle=-60)
-    fig.update_xaxes(title_text="token" if n <= 80 else "token position (hover for the token)")
+    vals_t, ticks = token_ticks(tokens)  # every token up to 64, else an interval (hover shows each)
+    fig.update_xaxes(tickmode="array", tickvals=vals_t, ticktext=ticks, tickangle=-60, tickfont=dict(size=9),
+                     title_text="token" if n <= 64 else "token (every few labelled; hover for each)")
     if reference is not None and math.isfinite(reference):
         fig.add_hline(y=reference, line_dash="dash", line_color="#444", annotation_text=reference_label,
                       annotation_position="top left")

@@ -867,6 +867,8 @@ def pickable_chart(builder: str, *args, st_key: str, container=None, **options) 
 def _new_pick(st_key: str, points: list[dict]) -> list | None:
     """customdata of the clicked point when the selection changed since the last run, else None."""
     picked = next((p.get("customdata") for p in points if p.get("customdata") is not None), None)
+    if picked is None or isinstance(picked, str):  # a bar chart: the point's x is the token position
+        picked = next(([p["x"]] for p in points if isinstance(p.get("x"), (int, float))), None)
     if isinstance(picked, dict):  # the browser sends an array as {"0": .., "1": ..}
         picked = [picked[k] for k in sorted(picked, key=int)]
     last = st.session_state.get(f"_last_pick_{st_key}")
@@ -944,14 +946,15 @@ def head_stats_line(rep, layer: int, head: int) -> str:
             f"{rep.max_scaled[layer, head]:.3g}")
 
 
-def perplexity_metric(container, lm: models.LoadedModel, res, side: str = "a", warn: bool = True) -> None:
-    """A perplexity as a metric labelled with its method and token count (inspector.perplexity), and a
-    visible warning when it is far above the model's own validation perplexity."""
+def perplexity_metric(container, lm: models.LoadedModel, res, short: str = "Perplexity", warn: bool = True) -> None:
+    """A perplexity as a metric, its full name (method and token count, inspector.perplexity) written out
+    below (a metric label is cut at the column's width), and a visible warning when it is far above the
+    model's own validation perplexity."""
     from inspector import perplexity
 
-    container.metric(perplexity.label(res, side), perplexity.value(perplexity.parts(res, side)[2]),
-                     help=perplexity.describe(res, side))
-    note = perplexity.out_of_domain_note(lm, res) if warn and side == "a" else None
+    container.metric(short, perplexity.value(perplexity.parts(res)[2]), help=perplexity.describe(res))
+    st.caption(perplexity.text(res))
+    note = perplexity.out_of_domain_note(lm, res) if warn else None
     if note:
         st.warning(note)
 

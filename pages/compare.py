@@ -43,24 +43,26 @@ with _common.guard(f"loading the model '{other}'"):
                       spinner="Comparing the two models on the text…")
     div, d = rep.divergence, rep.drift
 
-    # Key figures first: perplexity as the Token loss page defines it, divergence, parameter change.
-    c = st.columns(4)
+    # Key figures first, each with its full name: perplexity as the Token loss page defines it (and the
+    # divergence's own, every token scored), divergence, parameter change, bits per byte.
+    rows = []
     if lm_a.is_causal and lm_b.is_causal:
-        for col, lm_x, side in ((c[0], lm_a, "A"), (c[1], lm_b, "B")):
-            base = _common.run(loss.causal_token_loss, lm_x, ctx.text, top_k=5, spinner="Scoring every token…")
-            col.metric(f"{side}: {perplexity.label(base)}", perplexity.value(base.perplexity),
-                       help=perplexity.describe(base) + " (the Token loss page's definition)")
-    elif div is not None:
-        for col, side in ((c[0], "a"), (c[1], "b")):
-            col.metric(f"{side.upper()}: {perplexity.label(div, side)}",
-                       perplexity.value(div.perplexity_a if side == "a" else div.perplexity_b),
-                       help=perplexity.describe(div, side))
+        base = [_common.run(loss.causal_token_loss, x, ctx.text, top_k=5, spinner="Scoring every token…")
+                for x in (lm_a, lm_b)]
+        rows.append((perplexity.label(base[0]), perplexity.value(base[0].perplexity),
+                     perplexity.value(base[1].perplexity)))
     if div is not None:
-        c[2].metric("Mean KL(A‖B), nats", f"{div.mean_kl_ab_nats:.4f}",
-                    help=f"KL(B‖A) = {div.mean_kl_ba_nats:.4f}: KL is not symmetric.")
+        rows.append((perplexity.label(div), perplexity.value(div.perplexity_a), perplexity.value(div.perplexity_b)))
+        rows.append(("Mean KL(A‖B) and KL(B‖A), nats per token", f"{div.mean_kl_ab_nats:.4f}",
+                     f"{div.mean_kl_ba_nats:.4f}"))
+    if rep.words is not None:
+        rows.append(("Bits per byte of the whole text", f"{rep.words.bits_per_byte_total_a:.4f}",
+                     f"{rep.words.bits_per_byte_total_b:.4f}"))
     if d is not None:
-        c[3].metric("Parameters changed ‖ΔΘ‖/‖Θ_A‖", f"{d.total_rel_change:.4g}",
-                    help=f"cosine(Θ_A, Θ_B) = {d.total_cosine:.4f}; {d.n_changed} of {len(d.names)} tensors changed")
+        rows.append(("Parameters changed ‖ΔΘ‖/‖Θ_A‖ (cosine Θ_A, Θ_B)", "—",
+                     f"{d.total_rel_change:.4g} ({d.total_cosine:.4f})"))
+    if rows:
+        st.table([{"figure": r[0], f"A: {spec_a}": r[1], f"B: {spec_b}": r[2]} for r in rows])
 
     with st.expander("What was compared, and what could not be", expanded=not rep.comparable):
         st.markdown("\n".join(f"- {line}" for line in rep.comparable) or
@@ -73,14 +75,13 @@ with _common.guard(f"loading the model '{other}'"):
         st.info(f"Per-token divergence: {rep.divergence_unavailable_reason}.")
     else:
         c = st.columns(5)
-        c[0].metric(f"A: {perplexity.label(div, 'a')}", perplexity.value(div.perplexity_a),
-                    help=perplexity.describe(div, "a"))
-        c[1].metric(f"B: {perplexity.label(div, 'b')}", perplexity.value(div.perplexity_b),
-                    help=perplexity.describe(div, "b"))
+        c[0].metric("Perplexity A", perplexity.value(div.perplexity_a), help=perplexity.describe(div, "a"))
+        c[1].metric("Perplexity B", perplexity.value(div.perplexity_b), help=perplexity.describe(div, "b"))
         c[2].metric("Mean KL(A‖B), nats", f"{div.mean_kl_ab_nats:.4f}")
         c[3].metric("Mean KL(B‖A), nats", f"{div.mean_kl_ba_nats:.4f}", help="KL is not symmetric.")
         c[4].metric("max |H(A,B) − H(A) − KL(A‖B)|", f"{div.identity_max_abs_residual:.2g}",
                     help="Cross-entropy = entropy + KL, checked at every position (0 up to rounding).")
+        st.caption(f"A: {perplexity.text(div, 'a')}; B: {perplexity.value(div.perplexity_b)}.")
         js = _common.per_token(len(div.tokens), div.positions, div.js_nats)
         st.html(plots.colored_tokens_html(div.tokens, js, value_name="Jensen–Shannon", unit="nats"))
         _common.chart("divergence_chart", div, st_key="cmp_div")

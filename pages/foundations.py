@@ -22,9 +22,7 @@ with _common.guard("the claims on the model"):
     c[0].metric("Hold", counts.get("holds", 0))
     c[1].metric("Do not hold", counts.get("does not hold", 0))
     c[2].metric("Not applicable to this model", counts.get("not applicable", 0))
-    st.dataframe(_common.claims_rows(rows), hide_index=True, key="fd_claims",
-                 column_config={"claim": st.column_config.TextColumn(width="medium"),
-                                "measured": st.column_config.TextColumn(width="large")})
+    st.table(_common.claims_rows(rows))  # a static table: long claims wrap inside the page's width
     _common.show_fidelity(ctx)
 
 tab3, tab1, tab4, tab0 = st.tabs(["Scaling in attention: σ(q·k) ≈ √d", "L1 vs L2 vs Huber loss",

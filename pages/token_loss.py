@@ -1,7 +1,7 @@
 """Token loss: how surprised the model is by every token (causal CE / BERT masked-LM loss), perplexity, NSP."""
 import streamlit as st
 
-from inspector import perplexity, plots
+from inspector import plots
 from inspector.analyses import loss
 from pages import _common
 
@@ -73,8 +73,8 @@ else:
             with _common.guard("the pseudo-log-likelihood"):
                 pll = _common.run(loss.pseudo_log_likelihood, lm, ctx.text,
                                   spinner="Masking each token in turn (pseudo-log-likelihood)…")
-                st.metric(perplexity.label(pll), perplexity.value(pll.pseudo_perplexity),
-                          help=f"{perplexity.describe(pll)}; PLL = {pll.pll:.3f} nats")
+                _common.perplexity_metric(st, lm, pll, short="Pseudo-perplexity", warn=False)
+                st.caption(f"PLL = {pll.pll:.3f} nats")
                 st.html(plots.colored_tokens_html(pll.tokens, [-v for v in pll.log_prob], value_name="−log P"))
     if lm.has_nsp_head:
         st.subheader("Next-sentence prediction")

@@ -94,13 +94,16 @@ def test_perplexity_label_is_the_same_on_token_loss_compare_and_the_report():
     at = _app()
     at.switch_page("pages/token_loss.py").run(timeout=300)
     _clean(at, "token_loss")
-    assert {m.label: m.value for m in at.metric}[label] == value
+    assert {m.label: m.value for m in at.metric}["Perplexity"] == value
+    assert f"{label} = {value}" in [c.value for c in at.caption]
 
     at.switch_page("pages/compare.py").run(timeout=300)
     _clean(at, "compare")
-    shown = {m.label: m.value for m in at.metric}
-    assert shown[f"B: {label}"] == value  # B = the final checkpoint (A = its initialisation)
     assert at.session_state["cmp_model"] == "bundled:gpt2-mini@step-0"
+    key = at.table[0].value.set_index("figure")  # the key figures, first on the page
+    # B = the final checkpoint (A = its initialisation): the same name and number as on Token loss
+    assert key.loc[label, "B: bundled:gpt2-mini"] == value
+    assert list(key.columns) == ["A: bundled:gpt2-mini@step-0", "B: bundled:gpt2-mini"]
 
     at.switch_page("pages/report.py").run(timeout=300)
     at.multiselect(key="report_sections").set_value(["overview", "loss"]).run(timeout=300)

@@ -75,6 +75,8 @@ def snapshot(at: AppTest) -> dict:
         "warnings": [e.value for e in at.warning],
         "titles": [t.value for t in at.title],
         "metrics": {m.label: m.value for m in at.metric},
+        "captions": [c.value for c in at.caption],
+        "tables": [t.value for t in at.table],
         "dataframes": [d.value for d in at.dataframe],
         "html": [h.proto.body for h in at.html],
         "charts": len(at.get("plotly_chart")),
@@ -244,7 +246,8 @@ def test_token_loss_perplexity_equals_the_library(tour, lm, english):
     from inspector import perplexity
 
     rep = loss.causal_token_loss(lm, english)
-    assert snap["metrics"][perplexity.label(rep)] == perplexity.value(rep.perplexity)
+    assert snap["metrics"]["Perplexity"] == perplexity.value(rep.perplexity)
+    assert perplexity.text(rep) in snap["captions"]  # its full name: method and token count
     # the default English text is outside the bundled model's training domain: the page says so
     assert any("far from what the model was trained on" in w for w in snap["warnings"])
     assert len(snap["html"]) >= 1 and snap["charts"] >= 1
@@ -277,7 +280,7 @@ def test_foundations_page_lists_every_claim_with_a_verdict(tour, lm, english):
     from inspector.analyses import foundations, layernorm
 
     snap = tour["pages"]["foundations"]
-    table = snap["dataframes"][0]
+    table = snap["tables"][0]
     # The same claims in the same order (the page counts frequencies on the bundled corpus; the claim
     # list does not depend on it, and the text-only run is much cheaper).
     rows = foundations.claims_on_model(lm, english)
@@ -423,7 +426,7 @@ def test_eight_concurrent_sessions_get_their_own_results(spec, lm):
         at = new_app(text=text)
         at.switch_page("pages/token_loss.py").run(timeout=180)
         return ([e.value for e in [*at.exception, *at.error]],
-                next((m.value for m in at.metric if m.label.startswith("Perplexity (")), None))
+                {m.label: m.value for m in at.metric}.get("Perplexity"))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(session, texts))
@@ -447,9 +450,9 @@ def test_compare_page_and_cli_give_the_same_figures(tour, spec, tmp_path):
     data = json.loads(out.read_text())["sections"]["compare"]["results"]["comparison"]["data"]
     div, words = data["divergence"], data["words"]
     m = snap["metrics"]
-    for side in ("a", "b"):  # the divergence's own definition (every token scored, after <|endoftext|>)
-        shown = [v for k, v in m.items() if k.startswith(f"{side.upper()}: Perplexity (next token after")]
-        assert shown == [perplexity.value(div[f"perplexity_{side}"])]
+    # the divergence's own definition (every token scored, after <|endoftext|>)
+    assert m["Perplexity A"] == perplexity.value(div["perplexity_a"])
+    assert m["Perplexity B"] == perplexity.value(div["perplexity_b"])
     assert m["Mean KL(A‖B), nats"] == f"{div['mean_kl_ab_nats']:.4f}"
     assert m["Mean KL(B‖A), nats"] == f"{div['mean_kl_ba_nats']:.4f}"
     assert m["Bits per byte A"] == f"{words['bits_per_byte_total_a']:.4f}"
