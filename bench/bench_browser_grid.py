@@ -43,7 +43,7 @@ st.set_page_config(layout="wide")
 fig = pickle.loads(open(os.environ["GRID_FIGURE"], "rb").read())
 st.plotly_chart(fig, key="grid", on_select="rerun", selection_mode="points")
 '''
-WAIT_PLOT = ("const done = arguments[0], sel = arguments[1], t0 = performance.now();"
+WAIT_PLOT = ("const sel = arguments[0], done = arguments[arguments.length - 1], t0 = performance.now();"
              "(function poll() { const gd = document.querySelector('.js-plotly-plot');"
              " const painted = gd && gd._fullLayout && gd.querySelector(sel);"
              " if (painted) { requestAnimationFrame(() => requestAnimationFrame(() => done(performance.now())));"

@@ -959,6 +959,25 @@ def perplexity_metric(container, lm: models.LoadedModel, res, short: str = "Perp
         st.warning(note)
 
 
+_WORDS = {"gamma": "γ", "beta": "β", "std": "σ", "frac": "share", "in_band": "in the claimed band",
+          "near_zero": "near 0", "numel": "elements"}
+
+
+def readable_columns(rows, percent: tuple[str, ...] = ()) -> dict:
+    """column_config giving snake_case result fields readable headings ('gamma_mean' -> 'γ mean');
+    the data keep their names (tests and downloads read them)."""
+    keys = list(rows.columns) if hasattr(rows, "columns") else list(rows[0]) if rows else []
+    out = {}
+    for key in keys:
+        label = key
+        for word, nice in _WORDS.items():
+            label = label.replace(word, nice)
+        label = label.replace("_", " ")
+        out[key] = (st.column_config.NumberColumn(label, format="percent") if key in percent
+                    else st.column_config.Column(label))
+    return out
+
+
 def token_positions(enc) -> dict[int, str]:
     """position -> label of the ordinary tokens of an encoded text (special tokens left out)."""
     from inspector.tokens import visible

@@ -39,9 +39,8 @@ with _common.guard("the LayerNorm statistics"):
         col2.info("This layer has no bias β (RMSNorm-style).")
 
     st.subheader("Every norm layer")
-    st.dataframe(rep.table(), hide_index=True, key="ln_table",
-                 column_config={"gamma_frac_in_band": st.column_config.NumberColumn(format="percent"),
-                                "beta_frac_near_zero": st.column_config.NumberColumn(format="percent")})
+    st.dataframe(rep.table(), hide_index=True, key="ln_table", column_config=_common.readable_columns(
+        rep.table(), percent=("gamma_frac_in_band", "beta_frac_near_zero")))
     t1, t2 = st.tabs(["Ranges per layer", "Histograms per layer"])
     with t1:
         _common.chart("norm_layer_ranges", rep, "gamma", st_key="ln_ranges_g")
