@@ -44,7 +44,7 @@ def value(v: float) -> str:
     v = float(v)
     if not math.isfinite(v):
         return "—"
-    return f"{v:,.2f}" if v < 1e6 else f"{v:.4g}"
+    return f"{v:,.6g}"  # six significant digits, thousands separated: 1,058.97 · 412.346 · 8.1e+06
 
 
 def text(res, side: str = "a", prefix: str = "Perplexity") -> str:
