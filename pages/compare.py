@@ -53,7 +53,7 @@ with _common.guard(f"loading the model '{other}'"):
                      perplexity.value(base[1].perplexity)))
     if div is not None:
         rows.append((perplexity.label(div), perplexity.value(div.perplexity_a), perplexity.value(div.perplexity_b)))
-        rows.append(("Mean KL(A‖B) and KL(B‖A), nats per token", f"{div.mean_kl_ab_nats:.4f}",
+        rows.append(("Mean KL per token, nats (column A: KL(A‖B); column B: KL(B‖A))", f"{div.mean_kl_ab_nats:.4f}",
                      f"{div.mean_kl_ba_nats:.4f}"))
     if rep.words is not None:
         rows.append(("Bits per byte of the whole text", f"{rep.words.bits_per_byte_total_a:.4f}",
