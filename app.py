@@ -13,6 +13,7 @@ PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/info:", default=True),
     st.Page("pages/layernorm.py", title="LayerNorm", icon=":material/tune:"),
     st.Page("pages/attention.py", title="Attention", icon=":material/grid_on:"),
+    st.Page("pages/heads.py", title="All heads", icon=":material/apps:"),
     st.Page("pages/embeddings.py", title="Embeddings", icon=":material/scatter_plot:"),
     st.Page("pages/token_loss.py", title="Token loss", icon=":material/functions:"),
     st.Page("pages/attribution.py", title="Attribution", icon=":material/highlight:"),

@@ -58,11 +58,24 @@ def clean_text(text: str, *, max_chars: int | None = None, what: str = "text") -
 
 
 def display_token(tokenizer, token_id: int) -> str:
-    """A readable form of one token: decoded text (spaces shown), never the raw byte-level glyphs."""
-    s = tokenizer.decode([int(token_id)], clean_up_tokenization_spaces=False)
-    if s == "" or "\ufffd" in s:
-        s = tokenizer.convert_ids_to_tokens(int(token_id))
-    return s
+    """A readable form of one token on its own: decoded text (spaces shown), never the raw byte-level glyphs
+    (see `inspector.tokens.piece_text`)."""
+    from .tokens import piece_text
+
+    return piece_text(tokenizer, token_id)
+
+
+def _token_texts(tok, enc, text: str, text_pair: str | None) -> list[str]:
+    """Each token as the text it covers, in context (word pieces joined, spaces kept): inspector.tokens."""
+    from .tokens import sequence_texts
+
+    try:
+        segments = enc.sequence_ids()
+    except (ValueError, AttributeError):  # slow tokenizer: no offsets to rely on
+        segments = None
+    offsets = enc.get("offset_mapping")
+    return sequence_texts(tok, enc["input_ids"], offsets, (text, text_pair), segments=segments,
+                          special=enc["special_tokens_mask"])
 
 
 def encode(lm, text: str, text_pair: str | None = None, *, max_tokens: int | None = None,
@@ -104,7 +117,7 @@ def encode(lm, text: str, text_pair: str | None = None, *, max_tokens: int | Non
         attention_mask=torch.ones_like(input_ids),
         token_type_ids=torch.tensor([tti], dtype=torch.long) if tti is not None and lm.family == "bert" else None,
         offsets=[tuple(o) for o in enc["offset_mapping"]],
-        tokens=[display_token(tok, i) for i in ids],
+        tokens=_token_texts(tok, enc, text, text_pair),
         special=np.array(enc["special_tokens_mask"], dtype=bool),
         truncated=truncated,
     )

@@ -18,10 +18,13 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .tokens import strip_html
+
 __all__ = [
     "token_label", "colored_tokens_html",
     "histogram_figure", "param_histogram", "norm_layer_ranges", "norm_histogram_heatmap", "norm_activation_chart",
-    "attention_sigma_heatmaps", "attention_heatmap", "attention_pattern_heatmap", "scaling_what_if_chart",
+    "attention_sigma_heatmaps", "attention_heatmap", "attention_pattern_heatmap", "head_grid_figure",
+    "token_row_chart", "token_ticks", "scaling_what_if_chart",
     "embedding_scatter", "norm_frequency_chart", "position_cosine_heatmap", "position_norms_chart",
     "contextual_layers_chart", "token_cosine_heatmap",
     "sigma_vs_dim_chart", "softmax_scaling_chart", "temperature_chart", "loss_race_chart", "gaussian_kl_chart",
@@ -31,6 +34,7 @@ __all__ = [
 
 # One style for the app and the reports: the Okabe–Ito palette is defined once, in svg_charts.
 from .svg_charts import PALETTE  # noqa: E402
+LOG_AXIS = dict(type="log", dtick=1)  # log axes tick at 1, 10, 100 (not 1, 2, 5, 10, 20, …)
 _LAYOUT = dict(template="plotly_white", margin=dict(l=60, r=20, t=60, b=50), hoverlabel=dict(namelength=-1))
 
 
@@ -78,29 +82,22 @@ def colored_tokens_html(tokens: Sequence[str], values: Sequence[float | None], *
     vals = [None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v) for v in values]
     finite = [abs(v) for v in vals if v is not None and math.isfinite(v)]
     top = float(vmax) if vmax is not None else (max(finite) if finite else 0.0)
-    spans = []
+    backgrounds, titles, muted = [], [], []
     for i, tok in enumerate(tokens):
         v = vals[i] if i < len(vals) else None
-        shown = html.escape(str(tok), quote=True)
-        shown = shown.replace("\n", "↵<br>").replace("\t", "⇥") if shown.strip() else shown.replace(" ", "&nbsp;")
-        if shown == "":
-            shown = "∅"
         is_skipped = skip is not None and i < len(skip) and bool(skip[i])
         if v is None or is_skipped:
-            title = f"token {i}: {html.escape(repr(str(tok)), quote=True)} — no {html.escape(value_name)}"
-            bg = "rgba(0,0,0,0)"
-            style = "color:#888;"
+            titles.append(f"token {i}: {str(tok)!r} — no {value_name}")
+            backgrounds.append("")
+            muted.append(True)
         else:
-            title = (f"token {i}: {html.escape(repr(str(tok)), quote=True)} — {html.escape(value_name)} "
-                     f"{v:.{digits}g}{(' ' + html.escape(unit)) if unit else ''}")
-            bg = _rgba(v, top, signed)
-            style = ""
-        spans.append(f'<span title="{title}" style="background:{bg};{style}padding:1px 0;'
-                     f'border-radius:3px;white-space:pre-wrap">{shown}</span>')
+            titles.append(f"token {i}: {str(tok)!r} — {value_name} {v:.{digits}g}{(' ' + unit) if unit else ''}")
+            backgrounds.append(_rgba(v, top, signed))
+            muted.append(False)
+    strip = strip_html(tokens, backgrounds=backgrounds, titles=titles, muted=muted, data_index=True)
     legend = ("blue = negative, red = positive" if signed else f"darker = higher {html.escape(value_name)}")
     scale = f"; full colour at {top:.{digits}g}{(' ' + html.escape(unit)) if unit else ''}" if top else ""
-    return (f'<div style="font-family:ui-monospace,SFMono-Regular,Menlo,monospace;line-height:1.9;'
-            f'font-size:0.95rem">{"".join(spans)}</div>'
+    return (f'<div style="font-size:0.95rem">{strip}</div>'
             f'<div style="font-size:0.8rem;color:#666;margin-top:4px">{legend}{scale}; hover a token for its value.</div>')
 
 
@@ -130,7 +127,7 @@ def histogram_figure(edges, counts, name: str, *, title: str, mean: float | None
                       xaxis_title=name,
                       yaxis_title="count (log)" if log_y else "count", height=height)
     if log_y:
-        fig.update_yaxes(type="log")
+        fig.update_yaxes(**LOG_AXIS)
     return fig
 
 
@@ -160,7 +157,7 @@ def norm_layer_ranges(report, which: str = "gamma") -> go.Figure:
     if which == "gamma":
         lo, hi = report.gamma_band
         fig.add_hrect(y0=lo, y1=hi, fillcolor=PALETTE[2], opacity=0.12, line_width=0,
-                      annotation_text=f"seed claim {lo:g}–{hi:g}", annotation_position="top left")
+                      annotation_text=f"claimed band {lo:g}–{hi:g}", annotation_position="top left")
     else:
         fig.add_hline(y=0, line_color="#888", line_dash="dot")
     fig.update_layout(**_LAYOUT, title=f"{sym} per norm layer: median, 5–95 % range and mean", height=380,
@@ -200,7 +197,7 @@ def norm_activation_chart(activations: Sequence) -> go.Figure:
     fig.update_layout(**_LAYOUT, barmode="group", title="What each norm layer does to the activations (this text)",
                       yaxis_title="std over tokens × features", height=380,
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(**LOG_AXIS)
     fig.update_xaxes(tickangle=-45)
     return fig
 
@@ -239,21 +236,52 @@ def _ratio_heatmap(values: np.ndarray, reference: float, *, name: str, colorbar_
         hovertemplate="layer %{y}, head %{x}<br>" + name + " = %{customdata:.4g}<extra></extra>")
 
 
-def attention_sigma_heatmaps(report) -> go.Figure:
+def _cell_picker(L: int, H: int, hover: list[str], selected: tuple[int, int] | None = None,
+                 size: int = 18) -> go.Scatter:
+    """Transparent squares over a layer × head grid: Streamlit's selection events fire on scatter points,
+    not on heat-map cells (streamlit#8760), so a click on a cell selects the square on top of it.
+    customdata = [layer, head]; the selected cell gets a dark outline."""
+    layers, heads = np.divmod(np.arange(L * H), H)
+    return go.Scatter(
+        x=heads, y=layers, mode="markers", customdata=np.stack([layers, heads], axis=1), text=hover,
+        marker=dict(symbol="square-open", size=size, color="rgba(0,0,0,0)", line=dict(width=0)),
+        selected=dict(marker=dict(opacity=0)),
+        unselected=dict(marker=dict(opacity=0)), hovertemplate="%{text}<br><i>click: open this head</i><extra></extra>",
+        showlegend=False, name="pick")
+
+
+def _outline(fig: go.Figure, layer: int, head: int, row: int | None = None, col: int | None = None) -> None:
+    grid = {} if row is None else {"row": row, "col": col}
+    fig.add_shape(type="rect", x0=head - 0.5, x1=head + 0.5, y0=layer - 0.5, y1=layer + 0.5,
+                  line=dict(color="#111", width=3), **grid)
+
+
+def attention_sigma_heatmaps(report, selected: tuple[int, int] | None = None) -> go.Figure:
     """Layer × head σ(QKᵀ): unscaled against √d_head, and scaled (what the softmax sees) against 1.
 
-    Colour = log2 of the ratio to the seed's prediction (white: as predicted; each step of the
-    colour bar is a factor 2); the cells print the σ values themselves.
+    Colour = log2 of the ratio to the prediction σ ≈ √d_head (white: as predicted; each step of the
+    colour bar is a factor 2); the cells print the σ values themselves. Clicking a cell selects that
+    head (transparent picker squares on top); `selected` is outlined.
     """
     sq = float(report.sqrt_d_head)
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.16, subplot_titles=(
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.2, subplot_titles=(
         f"σ(QKᵀ) unscaled vs √d_head = {sq:.3g}", "σ(QKᵀ)·scaling (softmax input) vs 1"))
-    fig.add_trace(_ratio_heatmap(report.std, sq, name="σ(q·k)", colorbar_x=0.42), row=1, col=1)
-    fig.add_trace(_ratio_heatmap(report.std_scaled, 1.0, name="σ(q·k)·scaling", colorbar_x=1.0), row=1, col=2)
+    L, H = np.asarray(report.std).shape
+    for col, (values, ref, name, cx) in enumerate(((report.std, sq, "σ(q·k)", 0.4),
+                                                   (report.std_scaled, 1.0, "σ(q·k)·scaling", 1.0)), start=1):
+        hm = _ratio_heatmap(values, ref, name=name, colorbar_x=cx)
+        hm.hoverinfo, hm.hovertemplate = "skip", None
+        fig.add_trace(hm, row=1, col=col)
+        v = np.asarray(values, dtype=float)
+        hover = [f"layer {la}, head {h}<br>{name} = {v[la, h]:.4g}" for la in range(L) for h in range(H)]
+        fig.add_trace(_cell_picker(L, H, hover, selected), row=1, col=col)
+        if selected is not None:
+            _outline(fig, *selected, row=1, col=col)
     for c in (1, 2):
-        fig.update_xaxes(title_text="head", dtick=1, row=1, col=c)
-        fig.update_yaxes(title_text="layer", dtick=1, autorange="reversed", row=1, col=c)
-    fig.update_layout(**_LAYOUT, height=max(320, 34 * report.n_layers + 160))
+        fig.update_xaxes(title_text="head", dtick=1, row=1, col=c, showgrid=False, zeroline=False)
+        fig.update_yaxes(title_text="layer", dtick=1, autorange="reversed", row=1, col=c, showgrid=False,
+                         zeroline=False)
+    fig.update_layout(**_LAYOUT, height=max(320, 34 * report.n_layers + 160), dragmode=False)
     return fig
 
 
@@ -267,34 +295,120 @@ _ATTN_QUANTITIES = {
 }
 
 
-def attention_heatmap(report, quantity: str = "entropy_fraction") -> go.Figure:
-    """One layer × head heat map of an `AttentionReport` array (ratio, entropy_fraction, max_prob, ...)."""
+def attention_heatmap(report, quantity: str = "entropy_fraction", selected: tuple[int, int] | None = None
+                      ) -> go.Figure:
+    """One layer × head heat map of an `AttentionReport` array (ratio, entropy_fraction, max_prob, ...);
+    a click on a cell selects that head, `selected` is outlined."""
     title, zmid, scale = _ATTN_QUANTITIES.get(quantity, (quantity, None, "Viridis"))
     z = np.asarray(getattr(report, quantity), dtype=float)
-    fig = go.Figure(_lh_heatmap(z, zmid=zmid, colorscale=scale, colorbar="", hover_name=quantity))
-    fig.update_xaxes(title_text="head", dtick=1)
-    fig.update_yaxes(title_text="layer", dtick=1, autorange="reversed")
-    fig.update_layout(**_LAYOUT, title=title, height=max(300, 34 * report.n_layers + 140))
+    hm = _lh_heatmap(z, zmid=zmid, colorscale=scale, colorbar="", hover_name=quantity)
+    hm.hoverinfo, hm.hovertemplate = "skip", None
+    fig = go.Figure(hm)
+    L, H = z.shape
+    fig.add_trace(_cell_picker(L, H, [f"layer {la}, head {h}<br>{quantity} = {z[la, h]:.4g}"
+                                      for la in range(L) for h in range(H)], selected))
+    if selected is not None:
+        _outline(fig, *selected)
+    fig.update_xaxes(title_text="head", dtick=1, showgrid=False, zeroline=False)
+    fig.update_yaxes(title_text="layer", dtick=1, autorange="reversed", showgrid=False, zeroline=False)
+    fig.update_layout(**_LAYOUT, title=title, height=max(300, 34 * report.n_layers + 140), dragmode=False)
     return fig
 
 
-def attention_pattern_heatmap(pattern, max_tokens: int = 160) -> go.Figure:
-    """Query × key attention probabilities of one layer/head with token labels (unattended = blank)."""
+def token_ticks(tokens: Sequence[str], every_up_to: int = 64, max_ticks: int = 48) -> tuple[list[int], list[str]]:
+    """Tick positions and labels for a token axis: every token when there are at most `every_up_to`,
+    otherwise every k-th (at most `max_ticks`); hover shows all of them."""
+    n = len(tokens)
+    step = 1 if n <= every_up_to else int(math.ceil(n / max_ticks))
+    vals = list(range(0, n, step))
+    return vals, [f"{token_label(tokens[i], 14)} ({i})" for i in vals]
+
+
+def attention_pattern_heatmap(pattern, max_tokens: int = 256, selected_token: int | None = None) -> go.Figure:
+    """Query × key attention probabilities of one layer/head (unattended = blank).
+
+    Token axes are positions labelled with tokens (every token up to 64, else an interval; hover names
+    both tokens). A click on a cell selects its query token (customdata = [query, key]).
+    """
     T = len(pattern.tokens)
     n = min(T, max_tokens)
     probs = np.asarray(pattern.probs, dtype=float)[:n, :n]
     valid = np.asarray(pattern.valid, dtype=bool)[:n, :n]
     z = np.where(valid, np.round(probs, 5), np.nan)
-    labels = _indexed_labels(pattern.tokens[:n])  # unique: a repeated token keeps its own row/column
-    fig = go.Figure(go.Heatmap(
-        z=z, x=labels, y=labels, colorscale="Blues", zmin=0, colorbar=dict(title="P"),
-        hovertemplate="query %{y}<br>key %{x}<br>P = %{z:.4f}<extra></extra>"))
-    font = dict(size=10 if n < 60 else 8)
-    fig.update_xaxes(title_text="key", tickangle=-60, tickfont=font, type="category")
-    fig.update_yaxes(title_text="query", autorange="reversed", tickfont=font, type="category")
+    fig = go.Figure(go.Heatmap(z=z, x=list(range(n)), y=list(range(n)), colorscale="Blues", zmin=0,
+                               colorbar=dict(title="P", thickness=14), hoverinfo="skip"))
+    labels = [token_label(t, 16) for t in pattern.tokens[:n]]
+    q, k = np.nonzero(valid)
+    hover = [f"query {a}: {labels[a]}<br>key {b}: {labels[b]}<br>P = {probs[a, b]:.4f}" for a, b in zip(q, k)]
+    if selected_token is not None and 0 <= selected_token < n:
+        fig.add_shape(type="rect", x0=-0.5, x1=n - 0.5, y0=selected_token - 0.5, y1=selected_token + 0.5,
+                      line=dict(color="#e6550d", width=2))
+    trace = go.Scattergl if len(q) > 5000 else go.Scatter
+    fig.add_trace(trace(
+        x=k, y=q, mode="markers", customdata=np.stack([q, k], axis=1), text=hover, showlegend=False, name="pick",
+        marker=dict(symbol="square", size=max(4, min(16, 560 // max(n, 1))), color="rgba(0,0,0,0)"),
+        selected=dict(marker=dict(opacity=0)), unselected=dict(marker=dict(opacity=0)),
+        hovertemplate="%{text}<br><i>click: inspect the query token</i><extra></extra>"))
+    vals, ticks = token_ticks(pattern.tokens[:n])
+    font = dict(size=10 if n <= 40 else 8)
+    fig.update_xaxes(title_text="key", tickangle=-60, tickfont=font, tickvals=vals, ticktext=ticks, showgrid=False,
+                     zeroline=False, range=[-0.5, n - 0.5])
+    fig.update_yaxes(title_text="query", autorange="reversed", tickfont=font, tickvals=vals, ticktext=ticks,
+                     showgrid=False, zeroline=False)
     note = f" (first {n} of {T} tokens)" if n < T else ""
     fig.update_layout(**_LAYOUT, title=f"Attention of layer {pattern.layer}, head {pattern.head}{note}",
-                      height=min(900, max(420, 14 * n + 200)))
+                      height=min(900, max(460, 14 * n + 220)), dragmode=False)
+    return fig
+
+
+def head_grid_figure(grid, highlight_token: int | None = None, selected: tuple[int, int] | None = None,
+                     scale: int = 1) -> go.Figure:
+    """All layers × heads as ONE raster image (`heads.head_grid_rgb`, a PNG data URI), with a transparent
+    picker square over each thumbnail: a click selects that head (customdata = [layer, head])."""
+    import base64
+
+    from .analyses.heads import head_grid_rgb, png_bytes
+
+    gap = 2
+    rgb = head_grid_rgb(grid, highlight_token=highlight_token, gap=gap)
+    uri = "data:image/png;base64," + base64.b64encode(png_bytes(rgb, scale=scale)).decode("ascii")
+    h_px, w_px = rgb.shape[0] * scale, rgb.shape[1] * scale
+    c = (grid.cell + gap) * scale
+    fig = go.Figure(go.Image(source=uri, x0=0, y0=0, dx=1, dy=1, hoverinfo="skip"))
+    L, H = grid.n_layers, grid.n_heads
+    layers, heads = np.divmod(np.arange(L * H), H)
+    centre = gap * scale + c / 2 - gap * scale / 2
+    ef = np.asarray(grid.entropy_fraction, dtype=float)
+    fig.add_trace(go.Scatter(
+        x=centre + heads * c, y=centre + layers * c, mode="markers", customdata=np.stack([layers, heads], axis=1),
+        text=[f"layer {la}, head {h}<br>entropy / log n = {ef[la, h]:.3f}" for la, h in zip(layers, heads)],
+        marker=dict(symbol="square-open", size=max(8, c - 4), color="rgba(0,0,0,0)", line=dict(width=0)),
+        selected=dict(marker=dict(opacity=0)),
+        unselected=dict(marker=dict(opacity=0)), showlegend=False, name="pick",
+        hovertemplate="%{text}<br><i>click: open this head</i><extra></extra>"))
+    if selected is not None:
+        x0, y0 = gap * scale / 2 + selected[1] * c, gap * scale / 2 + selected[0] * c
+        fig.add_shape(type="rect", x0=x0, x1=x0 + c, y0=y0, y1=y0 + c, line=dict(color="#e6550d", width=2))
+    fig.update_xaxes(range=[0, w_px], tickvals=list(centre + np.arange(H) * c), ticktext=[str(h) for h in range(H)],
+                     title_text="head", showgrid=False, zeroline=False, constrain="domain")
+    fig.update_yaxes(range=[h_px, 0], tickvals=list(centre + np.arange(L) * c), ticktext=[str(la) for la in range(L)],
+                     title_text="layer", showgrid=False, zeroline=False, scaleanchor="x")
+    fig.update_layout(**{**_LAYOUT, "margin": dict(l=50, r=10, t=30, b=40)}, height=min(900, h_px + 80),
+                      width=min(1100, w_px + 70), dragmode=False)
+    return fig
+
+
+def token_row_chart(tokens: Sequence[str], values: Sequence[float], *, title: str, y_title: str,
+                    selected: int | None = None) -> go.Figure:
+    """One bar per token (e.g. an attention row); token axis readable as in the pattern view."""
+    n = len(tokens)
+    colors = ["#e6550d" if i == selected else PALETTE[0] for i in range(n)]
+    fig = go.Figure(go.Bar(x=list(range(n)), y=np.asarray(values, dtype=float), marker_color=colors,
+                           customdata=[token_label(t) for t in tokens],
+                           hovertemplate="%{x}: %{customdata}<br>%{y:.4f}<extra></extra>"))
+    vals, ticks = token_ticks(tokens)
+    fig.update_xaxes(tickvals=vals, ticktext=ticks, tickangle=-60, tickfont=dict(size=9))
+    fig.update_layout(**_LAYOUT, title=title, yaxis_title=y_title, height=340)
     return fig
 
 
@@ -321,7 +435,7 @@ def scaling_what_if_chart(what_if) -> go.Figure:
                                  legendgroup="unscaled", showlegend=col == 1,
                                  hovertemplate="unscaled (T = 1/√d)<br>%{y:.4f}<extra></extra>"), row=1, col=col)
         fig.add_vline(x=1.0, line_dash="dot", line_color="#666", row=1, col=col)
-    fig.update_xaxes(type="log", title_text="temperature T (softmax of q·k·scaling / T)")
+    fig.update_xaxes(**LOG_AXIS, title_text="temperature T (softmax of q·k·scaling / T)")
     fig.update_layout(**_LAYOUT, height=420, title=f"Layer {what_if.layer}: the 1/√d scaling as a temperature")
     return fig
 
@@ -382,7 +496,7 @@ def norm_frequency_chart(nf) -> go.Figure:
     fig.add_trace(go.Scatter(x=centres, y=nf.bin_mean_norm, mode="lines+markers", name="mean per frequency bin",
                              line=dict(color=PALETTE[3], width=2),
                              hovertemplate="≈ %{x:,.0f} occurrences<br>mean norm %{y:.4g}<extra></extra>"))
-    fig.update_xaxes(type="log", title_text="occurrences in the corpus (log)")
+    fig.update_xaxes(**LOG_AXIS, title_text="occurrences in the corpus (log)")
     fig.update_layout(**_LAYOUT, yaxis_title="‖embedding‖", height=420,
                       title=f"Norm vs frequency: Spearman ρ = {nf.rho_seen:.3f} over {nf.n_seen:,} seen tokens",
                       legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))
@@ -490,11 +604,16 @@ def temperature_chart(res) -> go.Figure:
                              line=dict(color=PALETTE[0])), secondary_y=False)
     fig.add_trace(go.Scatter(x=t, y=res.curve_max_prob, name="max probability", line=dict(color=PALETTE[3])),
                   secondary_y=True)
-    fig.add_vline(x=res.temperature, line_dash="dash", line_color="#444", annotation_text=f"T = {res.temperature:.3g}")
+    # On a log axis a shape takes the value itself but an annotation takes log10 of it: place both by hand.
+    marks = [(res.temperature, "dash", "#444", f"T = {res.temperature:.3g}", 1.0)]
     if res.scaling_temperature:
-        fig.add_vline(x=res.scaling_temperature, line_dash="dot", line_color=PALETTE[2],
-                      annotation_text=f"T = √d = {res.scaling_temperature:.3g}", annotation_position="bottom right")
-    fig.update_xaxes(type="log", title_text="temperature T")
+        marks.append((res.scaling_temperature, "dot", PALETTE[2], f"T = √d = {res.scaling_temperature:.3g}", 0.08))
+    for x, dash, color, text, y in marks:
+        fig.add_shape(type="line", x0=x, x1=x, y0=0, y1=1, xref="x", yref="paper", line=dict(dash=dash, color=color))
+        fig.add_annotation(x=math.log10(x), y=y, xref="x", yref="paper", text=text, showarrow=False,
+                           xanchor="left", yanchor="top" if y > 0.5 else "bottom", font=dict(color=color))
+    lo, hi = float(np.nanmin(t)), float(np.nanmax(t))
+    fig.update_xaxes(**LOG_AXIS, title_text="temperature T", range=[math.log10(lo), math.log10(hi)])
     fig.update_yaxes(title_text="entropy / log n", range=[0, 1.05], secondary_y=False)
     fig.update_yaxes(title_text="max probability", range=[0, 1.05], secondary_y=True)
     fig.update_layout(**_LAYOUT, height=380, title="Softmax temperature: saturation (left) to uniform (right)",
@@ -610,9 +729,9 @@ def token_bar_chart(tokens: Sequence[str], values: Sequence[float | None], *, ti
     fig = go.Figure(go.Bar(
         x=list(range(n)), y=vals, marker_color=colors, customdata=labels,
         hovertemplate="token %{x}: %{customdata}<br>%{y:.4g}<extra></extra>"))
-    if n <= 80:  # token labels under the bars; longer texts get position numbers (tokens on hover)
-        fig.update_xaxes(tickmode="array", tickvals=list(range(n)), ticktext=labels, tickangle=-60)
-    fig.update_xaxes(title_text="token" if n <= 80 else "token position (hover for the token)")
+    vals_t, ticks = token_ticks(tokens)  # every token up to 64, else an interval (hover shows each)
+    fig.update_xaxes(tickmode="array", tickvals=vals_t, ticktext=ticks, tickangle=-60, tickfont=dict(size=9),
+                     title_text="token" if n <= 64 else "token (every few labelled; hover for each)")
     if reference is not None and math.isfinite(reference):
         fig.add_hline(y=reference, line_dash="dash", line_color="#444", annotation_text=reference_label,
                       annotation_position="top left")
@@ -640,7 +759,6 @@ def _empty(message: str) -> go.Figure:
 # --------------------------------------------------------------------------- declared charts (inspector.analysis.Chart)
 
 # Shared with svg_charts.chart_svg: the same palette, titles and log axes ticked at powers of ten.
-LOG_AXIS = dict(type="log", dtick=1)
 
 
 def chart_figure(chart) -> go.Figure:

@@ -16,6 +16,10 @@ import numpy as np
 from . import analysis as _contract
 from . import report as _r
 from . import svg_charts as svg
+from .perplexity import label as ppl_label
+from .perplexity import value as ppl_value
+from .tokens import strip_html
+from .report_markdown import column_name  # noqa: E402
 from .report_markdown import (_attention_rows, _claim_columns, _claims_rows, _compare_rows, _fmt,  # noqa: F401
                               _model_fact_rows, _perplexity, _scalar_rows, _what_if_rows, summary)
 
@@ -46,8 +50,6 @@ svg.chart{border:1px solid var(--line);border-radius:4px;max-width:100%;height:a
 pre.text{white-space:pre-wrap;word-break:break-word;background:var(--soft);padding:10px 12px;border-radius:4px;
   max-height:320px;overflow:auto;font:13px/1.45 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .tokens{line-height:2.1;font:13px/2.1 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.tok{border:1px solid var(--line);border-radius:3px;padding:1px 3px;margin:0 2px 0 0;white-space:pre}
-.tok.special{color:var(--muted);font-style:italic}
 .note{color:var(--muted);font-size:13px}
 .unavailable{color:var(--warn);background:#fff8ec;border:1px solid #f1ddb8;padding:6px 10px;border-radius:4px}
 .failed{color:#8a1c1c;background:#fdf0f0;border:1px solid #efc4c4;padding:6px 10px;border-radius:4px}
@@ -109,14 +111,9 @@ def _guesses(tokens, probs) -> str:
 
 def _tokens_html(tokens: list[str], special=None, colors: list[str] | None = None,
                  titles: list[str] | None = None) -> str:
-    chips = []
-    for i, tok in enumerate(tokens):
-        is_special = bool(special[i]) if special is not None and i < len(special) else False
-        style = f' style="background:{colors[i]}"' if colors else ""
-        title = titles[i] if titles else f"#{i}"
-        chips.append(f'<span class="tok{" special" if is_special else ""}" title="{_h(title)}"{style}>'
-                     f"{_h(_visible(tok))}</span>")
-    return '<div class="tokens">' + "".join(chips) + "</div>"
+    """A wrapping token strip: the text each token covers, original spaces between (inspector.tokens)."""
+    return '<div class="tokens">' + strip_html(tokens, backgrounds=colors, titles=titles or None, special=special,
+                                               chips=True) + "</div>"
 
 
 def _charts(*items: str) -> str:
@@ -273,7 +270,7 @@ def _html_loss(report: _r.Report, sec: _r.Section) -> str:
     res = sec.results.get("loss")
     parts = []
     if res is not None and hasattr(res, "mean_ce_nats"):  # causal LM
-        parts.append(_kv([["perplexity", res.perplexity], ["mean loss (nats/token)", res.mean_ce_nats],
+        parts.append(_kv([[ppl_label(res), ppl_value(res.perplexity)], ["mean loss (nats/token)", res.mean_ce_nats],
                           ["bits per token", res.mean_ce_bits], ["scored tokens", res.n_scored],
                           ["window / stride / windows", f"{res.window} / {res.stride} / {res.n_windows}"],
                           ["top-1 accuracy", float(np.mean(res.rank == 1)) if res.n_scored else None]]))
@@ -295,7 +292,7 @@ def _html_loss(report: _r.Report, sec: _r.Section) -> str:
                               _guesses(res.top_tokens[i], res.top_probs[i])]
                              for i in worst]))
     elif res is not None and hasattr(res, "n_chosen"):  # masked LM
-        parts.append(_kv([["MLM perplexity (seeded masking)", res.perplexity], ["MLM loss (nats)", res.loss],
+        parts.append(_kv([[ppl_label(res), ppl_value(res.perplexity)], ["MLM loss (nats)", res.loss],
                           ["accuracy on chosen positions", res.accuracy],
                           ["chosen / content tokens", f"{res.n_chosen} / {res.n_candidates}"],
                           ["[MASK] / random / unchanged", f"{res.n_mask} / {res.n_random} / {res.n_unchanged}"],
@@ -315,7 +312,7 @@ def _html_loss(report: _r.Report, sec: _r.Section) -> str:
         parts.append(_unavail_html(pll))
     elif pll is not None:
         parts.append("<h3>Pseudo-log-likelihood (each token masked in turn)</h3>")
-        parts.append(_kv([["pseudo-perplexity", pll.pseudo_perplexity], ["PLL (nats)", pll.pll],
+        parts.append(_kv([[ppl_label(pll), ppl_value(pll.pseudo_perplexity)], ["PLL (nats)", pll.pll],
                           ["tokens", pll.n_tokens]]))
         colors, titles = _loss_colors(pll.tokens, range(len(pll.tokens)), -np.asarray(pll.log_prob))
         parts.append(_tokens_html(pll.tokens, colors=colors, titles=titles))
@@ -480,7 +477,7 @@ def _html_foundations(report: _r.Report, sec: _r.Section) -> str:
     counts: dict[str, int] = {}
     for r in rows:
         counts[str(r.get("verdict"))] = counts.get(str(r.get("verdict")), 0) + 1
-    head = "".join(f"<th>{_h(c)}</th>" for c in cols)
+    head = "".join(f"<th>{_h(column_name(c))}</th>" for c in cols)
     body = []
     for r in rows:
         cells = []
@@ -489,7 +486,7 @@ def _html_foundations(report: _r.Report, sec: _r.Section) -> str:
             cells.append(f"<td{style}>{_h(_fmt(r.get(c)))}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
     summary_line = ", ".join(f"{n} {_h(v)}" for v, n in counts.items())
-    return (f"<p>{len(rows)} claims of the seed articles measured on this model and text: {summary_line}.</p>"
+    return (f"<p>{len(rows)} claims about transformers measured on this model and text: {summary_line}.</p>"
             f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 

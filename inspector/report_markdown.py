@@ -14,6 +14,8 @@ import numpy as np
 from . import analysis as _contract
 from . import report as _r
 from . import svg_charts as svg
+from .perplexity import label as ppl_label
+from .perplexity import value as ppl_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import Report, Section  # noqa: F401
@@ -79,7 +81,18 @@ def _claim_columns(rows: list[dict]) -> list[str]:
     scalar = lambda v: v is None or isinstance(v, (str, int, float, bool, np.generic))  # noqa: E731
     present = [k for k in rows[0] if all(scalar(r.get(k)) for r in rows)] if rows else []
     ordered = [c for c in _CLAIM_COLUMNS if c in present]
-    return ordered + [c for c in present if c not in ordered]
+    return [c for c in ordered + [c for c in present if c not in ordered] if c not in _CLAIM_HIDDEN]
+
+
+# Internal identifiers (article numbers, keys) stay in the JSON; tables say the claim itself.
+_CLAIM_HIDDEN = frozenset({"seed", "key", "id"})
+_COLUMN_NAMES = {"claim": "claim", "measured": "measured on this model", "threshold": "rule for the verdict",
+                 "verdict": "verdict", "note": "note", "source": "source", "expected": "expected"}
+
+
+def column_name(key: str) -> str:
+    """A readable table heading for a result field ('mean_ce_nats' -> 'mean ce nats')."""
+    return _COLUMN_NAMES.get(key, key.replace("_", " "))
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -215,15 +228,15 @@ def to_markdown(report: _r.Report) -> str:
         if ppl is not None:
             res = loss_sec.results["loss"]
             if hasattr(res, "mean_ce_nats"):
-                rows = [["perplexity", f"{ppl:.6g}"], ["mean loss (nats/token)", f"{res.mean_ce_nats:.6g}"],
+                rows = [[ppl_label(res), ppl_value(ppl)], ["mean loss (nats/token)", f"{res.mean_ce_nats:.6g}"],
                         ["bits per token", f"{res.mean_ce_bits:.6g}"], ["scored tokens", res.n_scored]]
             else:
-                rows = [["perplexity", f"{ppl:.6g}"], ["MLM loss (nats)", f"{res.loss:.6g}"],
+                rows = [[ppl_label(res), ppl_value(ppl)], ["MLM loss (nats)", f"{res.loss:.6g}"],
                         ["accuracy on masked positions", f"{res.accuracy:.4g}"],
                         ["masked positions", f"{res.n_chosen} of {res.n_candidates} (seed {res.seed})"]]
                 pll = loss_sec.get("pll")
                 if pll is not None:
-                    rows.append(["pseudo-perplexity", f"{pll.pseudo_perplexity:.6g}"])
+                    rows.append([ppl_label(pll), ppl_value(pll.pseudo_perplexity)])
             out += [_md_table(["quantity", "value"], rows), ""]
         else:
             out += [f"_{_md_cell(str(loss_sec))}_", ""]
@@ -270,7 +283,7 @@ def to_markdown(report: _r.Report) -> str:
         rows = _claims_rows(f_sec.get("claims")) if f_sec.available else []
         if rows:
             cols = _claim_columns(rows)
-            out += [_md_table(cols, [[r.get(c) for c in cols] for r in rows]), ""]
+            out += [_md_table([column_name(c) for c in cols], [[r.get(c) for c in cols] for r in rows]), ""]
         else:
             out += [f"_{_md_cell(str(f_sec))}_", ""]
 
@@ -335,7 +348,7 @@ def _compare_rows(c) -> list[list]:
     rows: list[list] = []
     d = c.divergence
     if d is not None:
-        rows += [["perplexity (" + d.objective + ")", d.perplexity_a, d.perplexity_b],
+        rows += [[ppl_label(d), d.perplexity_a, d.perplexity_b],
                  ["mean loss (nats/token)", d.mean_loss_a_nats, d.mean_loss_b_nats],
                  ["mean KL(A‖B) / KL(B‖A) (nats)", d.mean_kl_ab_nats, d.mean_kl_ba_nats],
                  ["mean Jensen–Shannon (nats)", d.mean_js_nats, None]]

@@ -54,6 +54,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Session-state keys of the shared sidebar (plain strings only: never a model or a tensor).
 K_MODEL, K_CUSTOM, K_CKPT, K_DEVICE, K_DTYPE = "model_choice", "model_custom", "model_checkpoint", "device", "dtype"
 K_SAMPLE, K_TEXT, K_PAIR = "sample", "text", "text_pair"
+K_LOAD_ERROR = "_model_load_error"
 
 
 # --------------------------------------------------------------------------- errors
@@ -275,11 +276,14 @@ def sidebar() -> PageContext:
         dtype = c2.selectbox("dtype", list(DTYPES), index=_pick(K_DTYPE, list(DTYPES), "auto"), key=K_DTYPE,
                              persist_state="session",
                              help="auto = float32 (exact numbers). bfloat16/float16 are meant for GPUs.")
+        st.session_state.pop(K_LOAD_ERROR, None)
         if not spec:
             st.info("Type a model name to load it.")
         else:
-            with guard(f"loading '{spec}'"):
+            with guard(f"loading '{spec}'") as g:
                 lm = load_model(spec, device, dtype)
+            if g.failed:  # the page repeats it in the main area (page_context)
+                st.session_state[K_LOAD_ERROR] = error_message(g.error, f"loading '{spec}'")
             if lm is not None:
                 d = lm.describe()
                 st.caption(f"{d['architecture']} · {d['kind_label']} · {format_count(d['n_parameters'])} parameters "
@@ -335,8 +339,12 @@ def page_context(require_model: bool = True) -> PageContext:
     if ctx is None:
         ctx = sidebar()
     if require_model and ctx.lm is None:
-        st.warning("No model is loaded. Pick a model in the sidebar (the bundled ones work offline); "
-                   "the message there says what went wrong.")
+        failure = st.session_state.get(K_LOAD_ERROR)
+        if failure:
+            st.error(f"The model could not be loaded. {failure}")
+            st.info("Pick another model in the sidebar (the bundled ones work offline).")
+        else:
+            st.warning("No model is loaded. Pick a model in the sidebar (the bundled ones work offline).")
         st.stop()
     return ctx
 
@@ -675,14 +683,26 @@ def report_request(ctx: PageContext, sections, settings: dict) -> tuple:
     return (model_key(ctx.lm), ctx.text, ctx.text_pair or "", tuple(sections), tuple(sorted(settings.items())))
 
 
-def build_report(lm, text: str, text_pair: str | None, sections, settings: dict, progress=None) -> dict:
-    """Build a report once (inside the device queue) and render it in every format, as plain strings."""
+def build_report(lm, text: str, text_pair: str | None, sections, settings: dict, progress=None,
+                 compare_with=None, masking: str | None = None) -> dict:
+    """Build a report once (inside the device queue) and render it in every format, as plain strings.
+
+    With `compare_with` = (model A, model B) the report gains the Compare section of
+    `python -m inspector compare` (A → B, e.g. initialisation → final)."""
     import re
 
     from inspector import report
 
     rep = _on_device(lm, report.build_report, lm, text, sections=list(sections), settings=settings,
                      progress=progress, text_pair=text_pair)
+    if compare_with is not None:
+        lm_a, lm_b = compare_with
+        kwargs = {"masking": masking} if masking else {}
+        cmp = _on_device(lm_a, report.build_comparison_report, lm_a, lm_b, text, settings=settings,
+                         text_pair=text_pair, **kwargs)
+        rep.sections["compare"] = cmp.sections["compare"]
+        rep.model_b = cmp.model_b
+        rep.seconds = round(rep.seconds + cmp.seconds, 3)
     rows = [{"section": report.SECTION_TITLES.get(name, name), "status": sec.status, "note": sec.reason,
              "seconds": sec.seconds} for name, sec in rep.sections.items()]
     stem = "inspector-report-" + (re.sub(r"[^A-Za-z0-9._-]+", "-", rep.title).strip("-.")[:80] or "model")
@@ -703,8 +723,8 @@ def corpus_text() -> str | None:
 
 def claims_rows(rows) -> list[dict]:
     """ClaimRow results as table rows (verdict first, for sorting)."""
-    return [{"verdict": r.verdict, "seed": r.seed, "claim": r.claim, "measured": r.measured,
-             "rule": r.threshold, "note": r.note} for r in rows]
+    return [{"verdict": r.verdict, "claim": r.claim, "measured on this model": r.measured,
+             "rule for the verdict": r.threshold, "note": r.note} for r in rows]
 
 
 TEMPERATURE_OPTIONS = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 7.07, 10.0, 20.0, 50.0]
@@ -742,12 +762,54 @@ def comparison_specs() -> list[str]:
     return out
 
 
+def _family_of(spec: str) -> str | None:
+    """'gpt2' / 'bert' for a bundled spec (by its architecture), None otherwise."""
+    name = spec.removeprefix(models.BUNDLED_PREFIX).partition("@")[0]
+    if not spec.startswith(models.BUNDLED_PREFIX):
+        return None
+    return "gpt2" if name.startswith("gpt2") else "bert" if name.startswith(("bert", "minilm")) else None
+
+
 def default_model_b(spec_a: str, options: list[str]) -> str | None:
-    """Another checkpoint of the same bundled model (the earliest), else the first other bundled model."""
+    """A model comparable with A: another checkpoint of the same bundled model (the earliest: its
+    initialisation), else a bundled model of the same architecture family, else the first other one."""
     base = spec_a.partition("@")[0]
     same = [o for o in options if o.partition("@")[0] == base and o != spec_a]
+    family = _family_of(spec_a)
+    kin = [o for o in options if o != spec_a and family is not None and _family_of(o) == family
+           and "@" not in o]
     others = [o for o in options if o != spec_a]
-    return (same or others or [None])[0]
+    return (same or kin or others or [None])[0]
+
+
+def checkpoint_rank(spec: str) -> tuple[str, int] | None:
+    """(bundled model, index of its checkpoint in training order) for a bundled spec, else None."""
+    if not spec.startswith(models.BUNDLED_PREFIX):
+        return None
+    name, _, cp = spec.removeprefix(models.BUNDLED_PREFIX).partition("@")
+    choice = next((c for c in bundled_choices() if c.name == name), None)
+    if choice is None:
+        return None
+    cps = list(choice.checkpoints) or [choice.default_checkpoint]
+    cp = cp or choice.default_checkpoint
+    return (name, cps.index(cp)) if cp in cps else None
+
+
+def ordered_pair(spec_a: str, spec_b: str, swap: bool = False) -> tuple[str, str]:
+    """(from, to): two checkpoints of one model go initialisation → final (earlier first) by default."""
+    ra, rb = checkpoint_rank(spec_a), checkpoint_rank(spec_b)
+    pair = (spec_a, spec_b)
+    if ra and rb and ra[0] == rb[0] and rb[1] < ra[1]:
+        pair = (spec_b, spec_a)
+    return (pair[1], pair[0]) if swap else pair
+
+
+def chosen_model_b() -> str | None:
+    """Model B as chosen on the Compare page (None when it was not visited or nothing is typed)."""
+    choice = st.session_state.get("cmp_model")
+    if choice == OTHER_MODEL:
+        return (st.session_state.get("cmp_custom") or "").strip() or None
+    return choice or None
 
 
 # --------------------------------------------------------------------------- figures
@@ -772,3 +834,225 @@ def chart(builder: str, *args, st_key: str, container=None, **options) -> None:
     """
     fig = _cached_figure(builder, args, options)
     (container or st).plotly_chart(fig, key=st_key)
+
+
+# --------------------------------------------------------------------------- drill-down: heads and tokens
+# One (layer, head) and one token position are shared by the Attention and All-heads pages: a click on a
+# layer × head cell (or a thumbnail) picks the head, a click on a pattern cell picks its query token.
+# A new model or text starts again on the most peaked head (lowest entropy fraction).
+
+K_LAYER, K_HEAD, K_TOKEN = "attn_layer", "attn_head", "inspect_token"  # widget keys
+# The choices themselves live in plain keys: Streamlit drops a widget's state on a run that does not draw
+# it (any other page), so the widgets are re-seeded from these on every run and write back on change.
+K_HEAD_CHOICE, K_TOKEN_CHOICE = "_head_choice", "_token_choice"
+
+
+def pickable_chart(builder: str, *args, st_key: str, container=None, **options) -> list[dict]:
+    """Draw a figure of `inspector.plots` whose points can be clicked; return the selected points."""
+    fig = _cached_figure(builder, args, options)
+    event = (container or st).plotly_chart(fig, key=st_key, on_select="rerun", selection_mode="points")
+    try:
+        return list(event.selection.points or [])
+    except AttributeError:  # AppTest returns no event object
+        return []
+
+
+def _new_pick(st_key: str, points: list[dict]) -> list | None:
+    """customdata of the clicked point when the selection changed since the last run, else None."""
+    picked = next((p.get("customdata") for p in points if p.get("customdata") is not None), None)
+    if picked is None or isinstance(picked, str):  # a bar chart: the point's x is the token position
+        picked = next(([p["x"]] for p in points if isinstance(p.get("x"), (int, float))), None)
+    if isinstance(picked, dict):  # the browser sends an array as {"0": .., "1": ..}
+        picked = [picked[k] for k in sorted(picked, key=int)]
+    last = st.session_state.get(f"_last_pick_{st_key}")
+    if picked is None:
+        st.session_state.pop(f"_last_pick_{st_key}", None)
+        return None
+    picked = [int(v) for v in picked]
+    if picked == last:
+        return None
+    st.session_state[f"_last_pick_{st_key}"] = picked
+    return picked
+
+
+def default_head(ctx: PageContext, entropy_fraction) -> tuple[int, int]:
+    """The chosen (layer, head); for a new model or text the most peaked head (lowest entropy fraction),
+    not layer 0 head 0, which is often uniform and looks blank."""
+    from inspector.analyses.heads import most_peaked_head
+
+    marker = (model_key(ctx.lm), ctx.text, ctx.text_pair or "")
+    if st.session_state.get("_head_default_for") != marker or K_HEAD_CHOICE not in st.session_state:
+        st.session_state["_head_default_for"] = marker
+        st.session_state[K_HEAD_CHOICE] = most_peaked_head(entropy_fraction)
+        st.session_state.pop(K_TOKEN_CHOICE, None)
+    return selected_head()
+
+
+def selected_head() -> tuple[int, int]:
+    layer, head = st.session_state.get(K_HEAD_CHOICE, (0, 0))
+    return int(layer), int(head)
+
+
+def apply_head_pick(st_key: str, points: list[dict]) -> bool:
+    """A clicked layer × head cell becomes the chosen head (the caller reruns to redraw)."""
+    picked = _new_pick(st_key, points)
+    if picked is None:
+        return False
+    st.session_state[K_HEAD_CHOICE] = (int(picked[0]), int(picked[1]))
+    return True
+
+
+def apply_token_pick(st_key: str, points: list[dict]) -> bool:
+    """A clicked pattern cell makes its query token the inspected one (the caller reruns to redraw)."""
+    picked = _new_pick(st_key, points)
+    if picked is None:
+        return False
+    st.session_state[K_TOKEN_CHOICE] = int(picked[0])
+    return True
+
+
+def _head_from_widgets() -> None:
+    st.session_state[K_HEAD_CHOICE] = (int(st.session_state[K_LAYER]), int(st.session_state[K_HEAD]))
+
+
+def _token_from_widget() -> None:
+    st.session_state[K_TOKEN_CHOICE] = int(st.session_state[K_TOKEN])
+
+
+def head_widgets(lm: models.LoadedModel) -> tuple[int, int]:
+    """Layer and head selectors showing the shared choice (seeded from it; a change writes it back)."""
+    layer, head = selected_head()
+    layer, head = min(max(layer, 0), lm.n_layers - 1), min(max(head, 0), lm.n_heads - 1)
+    st.session_state[K_LAYER], st.session_state[K_HEAD] = layer, head
+    st.session_state[K_HEAD_CHOICE] = (layer, head)
+    c1, c2 = st.columns(2)
+    c1.selectbox("Layer", list(range(lm.n_layers)), key=K_LAYER, on_change=_head_from_widgets)
+    c2.selectbox("Head", list(range(lm.n_heads)), key=K_HEAD, on_change=_head_from_widgets)
+    return layer, head
+
+
+def head_stats_line(rep, layer: int, head: int) -> str:
+    """The selected head's statistics in one line (from the layer × head report)."""
+    return (f"**Layer {layer}, head {head}**: σ(q·k) = {rep.std[layer, head]:.3g} "
+            f"(σ/√d_head = {rep.ratio[layer, head]:.2f}), entropy / log n = {rep.entropy_fraction[layer, head]:.3f}, "
+            f"mean max probability = {rep.max_prob[layer, head]:.3f}, largest scaled logit = "
+            f"{rep.max_scaled[layer, head]:.3g}")
+
+
+def perplexity_metric(container, lm: models.LoadedModel, res, short: str = "Perplexity", warn: bool = True) -> None:
+    """A perplexity as a metric, its full name (method and token count, inspector.perplexity) written out
+    below (a metric label is cut at the column's width), and a visible warning when it is far above the
+    model's own validation perplexity."""
+    from inspector import perplexity
+
+    container.metric(short, perplexity.value(perplexity.parts(res)[2]), help=perplexity.describe(res))
+    st.caption(perplexity.text(res))
+    note = perplexity.out_of_domain_note(lm, res) if warn else None
+    if note:
+        st.warning(note)
+
+
+_WORDS = {"gamma": "γ", "beta": "β", "std": "σ", "frac": "share", "in_band": "in the claimed band",
+          "near_zero": "near 0", "numel": "elements"}
+
+
+def readable_columns(rows, percent: tuple[str, ...] = ()) -> dict:
+    """column_config giving snake_case result fields readable headings ('gamma_mean' -> 'γ mean');
+    the data keep their names (tests and downloads read them)."""
+    keys = list(rows.columns) if hasattr(rows, "columns") else list(rows[0]) if rows else []
+    out = {}
+    for key in keys:
+        label = key
+        for word, nice in _WORDS.items():
+            label = label.replace(word, nice)
+        label = label.replace("_", " ")
+        out[key] = (st.column_config.NumberColumn(label, format="percent") if key in percent
+                    else st.column_config.Column(label))
+    return out
+
+
+def token_positions(enc) -> dict[int, str]:
+    """position -> label of the ordinary tokens of an encoded text (special tokens left out)."""
+    from inspector.tokens import visible
+
+    return {i: f"{i}: {visible(t).strip() or visible(t)}" for i, t in enumerate(enc.tokens) if not enc.special[i]}
+
+
+def default_token(enc, causal: bool) -> int | None:
+    """A real word in the middle of the text (never a special token; causal: not the first token)."""
+    options = [i for i in token_positions(enc) if not (causal and i == 0)]
+    words = [i for i in options if any(ch.isalpha() for ch in enc.tokens[i])]
+    pool = words or options
+    return pool[len(pool) // 2] if pool else None
+
+
+def token_widget(enc, causal: bool) -> int | None:
+    """The inspected token: a click on the pattern, or this picker (a select box, not a 100-step slider)."""
+    options = token_positions(enc)
+    if causal:
+        options.pop(0, None)
+    if not options:
+        return None
+    chosen = st.session_state.get(K_TOKEN_CHOICE)
+    if chosen not in options:
+        chosen = default_token(enc, causal)
+    st.session_state[K_TOKEN_CHOICE] = st.session_state[K_TOKEN] = chosen
+    st.selectbox("Token to inspect (or click a cell of the pattern: its query token)", list(options),
+                 format_func=options.get, key=K_TOKEN, on_change=_token_from_widget)
+    return int(chosen)
+
+
+def logit_lens_of(lm, encoded):
+    """The logit lens (inspector.analyses.logit_lens) with its default settings, for the token inspector."""
+    from inspector.analyses.logit_lens import LogitLens
+
+    return LogitLens().run(lm, encoded, LogitLens.Settings())
+
+
+def token_inspector(ctx: PageContext, layer: int, head: int, position: int) -> None:
+    """One token up close: top-k predictions, loss, attention row in the chosen head, attribution, logit lens."""
+    from inspector import plots
+    from inspector.analyses import attribution, heads
+    from inspector.tokens import visible
+
+    lm = ctx.lm
+    ins = run_on_text(heads.inspect_token, lm, ctx.text, ctx.text_pair, int(position), int(layer), int(head), 10,
+                      spinner="Inspecting the token…")
+    enc = encoded(lm, ctx.text, ctx.text_pair)
+    st.markdown(f"#### Token {ins.position}: `{visible(ins.token).replace('`', 'ˋ')}`")
+    st.caption(f"Predicted {ins.method}.")
+    c = st.columns(4)
+    c[0].metric("P(token)", f"{ins.prob:.4f}")
+    c[1].metric("Loss (nats)", f"{ins.loss:.3f}")
+    c[2].metric("Rank", ins.rank, help="1 = the model's first choice")
+    c[3].metric("Attention row", f"layer {ins.layer}, head {ins.head}")
+    left, right = st.columns(2)
+    left.markdown("**Top predictions**")
+    left.dataframe([{"token": visible(t), "probability": float(p)}
+                    for t, p in zip(ins.top_tokens, ins.top_probs)], hide_index=True, key="insp_top")
+    with right:
+        chart("token_row_chart", tuple(enc.tokens), tuple(float(v) for v in ins.attention_row),
+              title=f"Where token {ins.position} looks: attention row in layer {ins.layer}, head {ins.head}",
+              y_title="attention probability", selected=ins.position, st_key="insp_row")
+    with guard("the attribution of this token"):
+        target = "next_token" if lm.is_causal else "masked_token"
+        res = run(attribution.attribute, lm, ctx.text, method="input_x_gradient", target=target,
+                  position=int(position), text_pair=ctx.text_pair, spinner="Attributing the prediction…")
+        st.markdown(f"**Which tokens push this prediction** (gradient × input): {res.target}")
+        st.html(plots.colored_tokens_html(res.tokens, res.scores, signed=res.scores_signed,
+                                          value_name="attribution", skip=[bool(s) for s in res.special]))
+    with guard("the logit lens of this token"):
+        lens = run_on_text(logit_lens_of, lm, ctx.text, ctx.text_pair, spinner="Reading every layer (logit lens)…")
+        read_at = position - 1 if lens.mode == "causal" else position
+        where = [j for j, p in enumerate(lens.positions) if int(p) == read_at]
+        if not where:
+            st.caption("Logit lens: this position is not one of the masked positions the lens reads "
+                       "(see the Layer by layer page).")
+        else:
+            j = where[0]
+            st.markdown("**Prediction per layer** (logit lens: each layer's residual stream read through the final "
+                        "norm and unembedding)")
+            st.dataframe([{"layer": name, "top prediction": visible(lens.top_tokens[r][j][0]),
+                           "its probability": float(lens.top_probs[r, j, 0]),
+                           "P(this token)": float(lens.target_prob[r, j]), "rank of this token": int(lens.target_rank[r, j])}
+                          for r, name in enumerate(lens.layer_names)], hide_index=True, key="insp_lens")

@@ -32,8 +32,13 @@ with _common.guard("the attribution settings"):
     position, target_token = None, None
     if target != "sequence_loss":
         options = _common.attribution_positions(enc, lm.is_causal)
-        position = st.select_slider("Token to explain", list(options), value=list(options)[-1] if lm.is_causal else
-                                    list(options)[len(options) // 2], format_func=options.get, key="attr_position")
+        picked = st.session_state.pop("_attr_pick", None)  # a click on a bar of the chart below
+        if picked in options:
+            st.session_state["attr_position"] = picked
+        elif st.session_state.get("attr_position") not in options:  # default: a real word inside the text
+            st.session_state["attr_position"] = _common.default_token(enc, lm.is_causal) or list(options)[-1]
+        position = st.selectbox("Token to explain (or click its bar in the chart below)", list(options),
+                                format_func=options.get, key="attr_position")
         target_token = st.text_input("Other target token (optional)", key="attr_target_token",
                                      placeholder="leave empty for the actual token; e.g. ' the'").strip() or None
     steps = st.slider("Integration steps", 8, 256, 32, step=8, key="attr_steps", persist_state="session",
@@ -59,6 +64,10 @@ with _common.guard("the attribution"):
     skip = [bool(s) for s in res.special]
     st.html(plots.colored_tokens_html(res.tokens, res.scores, signed=res.scores_signed, value_name="attribution",
                                       skip=skip))
-    _common.chart("attribution_bar_chart", res, st_key="attr_bars")
+    points = _common.pickable_chart("attribution_bar_chart", res, st_key="attr_bars")
+    clicked = _common._new_pick("attr_bars", points)
+    if clicked is not None and target != "sequence_loss":
+        st.session_state["_attr_pick"] = int(clicked[0])
+        st.rerun()
     st.dataframe([{"position": t.index, "token": t.token, "score": t.score} for t in res.top], hide_index=True,
                  key="attr_top")

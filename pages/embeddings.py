@@ -9,7 +9,7 @@ ctx = _common.page_context()
 lm = ctx.lm
 _common.page_header(
     "Embeddings",
-    "Seed 000: frequent tokens get larger norms ⚠ and embeddings form semantic clusters. Seed 002: BERT's positions "
+    "Claims checked here: frequent tokens get larger norms ⚠, embeddings form semantic clusters, and BERT's positions "
     "are sinusoidal ⚠ (they are learned). Measured on the loaded model and the bundled corpus.")
 
 tab_table, tab_map, tab_nn, tab_pos, tab_text = st.tabs(
@@ -25,7 +25,7 @@ with tab_table, _common.guard("the token-table statistics"):
                 help="0 = directions spread evenly; near 1 = all vectors point one way.")
     c[3].metric("Spearman ρ(norm, frequency)", f"{nf.rho_seen:.3f}",
                 help=f"over {nf.n_seen:,} tokens seen in the corpus ({nf.n_corpus_tokens:,} corpus tokens); "
-                     f"p = {nf.p_seen:.2g}. Seed 000 predicts ρ > 0.")
+                     f"p = {nf.p_seen:.2g}. The claim 'frequent tokens get larger norms' predicts ρ > 0.")
     _common.chart("histogram_figure", norms.hist_edges, norms.hist_counts, "‖e‖", mean=norms.mean,
                   title="Norm of every token embedding (log y)", st_key="emb_norm_hist")
     _common.chart("norm_frequency_chart", nf, st_key="emb_norm_freq")

@@ -1,4 +1,4 @@
-"""Foundations: the seed articles' claims checked on the loaded model, and their toy experiments made runnable."""
+"""Foundations: textbook claims about transformers checked on the loaded model, and their toy experiments made runnable."""
 import streamlit as st
 
 from inspector.analyses import foundations
@@ -8,8 +8,8 @@ ctx = _common.page_context()
 lm = ctx.lm
 _common.page_header(
     "Foundations",
-    "Each claim of the five seed articles that a model can test, measured on the loaded model with a stated rule "
-    "and a verdict; below, the articles' own experiments (seeds 001, 003, 004) to play with.")
+    "Each textbook claim about transformers that a model can test, measured on the loaded model with a stated rule "
+    "and a verdict; below, the toy experiments behind the claims to play with.")
 
 st.subheader("The claims, on this model")
 with _common.guard("the claims on the model"):
@@ -22,13 +22,11 @@ with _common.guard("the claims on the model"):
     c[0].metric("Hold", counts.get("holds", 0))
     c[1].metric("Do not hold", counts.get("does not hold", 0))
     c[2].metric("Not applicable to this model", counts.get("not applicable", 0))
-    st.dataframe(_common.claims_rows(rows), hide_index=True, key="fd_claims",
-                 column_config={"claim": st.column_config.TextColumn(width="medium"),
-                                "measured": st.column_config.TextColumn(width="large")})
+    st.table(_common.claims_rows(rows))  # a static table: long claims wrap inside the page's width
     _common.show_fidelity(ctx)
 
-tab3, tab1, tab4, tab0 = st.tabs(["Seed 003: scaling in attention", "Seed 001: L1 vs L2",
-                                  "Seed 004: KL divergence", "Seed 000: cross-entropy on this model"])
+tab3, tab1, tab4, tab0 = st.tabs(["Scaling in attention: σ(q·k) ≈ √d", "L1 vs L2 vs Huber loss",
+                                  "KL divergence is asymmetric", "Cross-entropy on this model"])
 
 with tab3, _common.guard("the scaling experiments"):
     c1, c2, c3 = st.columns(3)
@@ -38,7 +36,7 @@ with tab3, _common.guard("the scaling experiments"):
     r = _common.run(foundations.random_qk_scaling, n=n, d=d, seed=int(seed))
     c = st.columns(4)
     c[0].metric("σ(Q), σ(K)", f"{r.sigma_q:.3f}, {r.sigma_k:.3f}")
-    c[1].metric("σ(QKᵀ)", f"{r.sigma_qk:.3f}", help=f"the seed predicts √d = {r.sqrt_d:.3f}")
+    c[1].metric("σ(QKᵀ)", f"{r.sigma_qk:.3f}", help=f"the claim: σ(q·k) ≈ √d = {r.sqrt_d:.3f}")
     c[2].metric("σ(QKᵀ) / √d", f"{r.ratio:.3f}")
     c[3].metric("σ(QKᵀ / √d)", f"{r.sigma_qk_scaled:.3f}")
     _common.chart("sigma_vs_dim_chart", _common.run(foundations.sigma_vs_dim, n=n, seed=int(seed)),

@@ -8,7 +8,7 @@ from pages import _common
 ctx = _common.page_context()
 _common.page_header(
     "LayerNorm",
-    "Seed 003 claims GPT-2's γ lie mostly between 0.2 and 0.4 and its β near 0. Here are the real values, "
+    "The claim: GPT-2's γ lie mostly between 0.2 and 0.4 and its β near 0. Here are the real values, "
     "layer by layer.")
 
 with _common.guard("the LayerNorm statistics"):
@@ -18,9 +18,9 @@ with _common.guard("the LayerNorm statistics"):
     c = st.columns(4)
     c[0].metric("Norm layers", len(rep.layers))
     c[1].metric("γ mean (all layers)", f"{g.mean:.3f}", help=f"median {g.quantiles[3]:.3f}, std {g.std:.3f}")
-    c[2].metric(f"γ in [{lo:g}, {hi:g}]", f"{g.frac_in_band:.1%}", help="Share of all γ values inside the seed's band.")
+    c[2].metric(f"γ in [{lo:g}, {hi:g}]", f"{g.frac_in_band:.1%}", help="Share of all γ values inside the claimed band.")
     c[3].metric(f"|β| < {rep.beta_tol:g}", f"{b.frac_near_zero:.1%}" if b else "no β",
-                help="Share of all β values near zero (the seed's claim).")
+                help="Share of all β values near zero (the claim: β ≈ 0).")
 
     names = ["All layers (pooled)"] + rep.names
     choice = st.selectbox("Histogram of", names, key="ln_layer", persist_state="session")
@@ -39,9 +39,8 @@ with _common.guard("the LayerNorm statistics"):
         col2.info("This layer has no bias β (RMSNorm-style).")
 
     st.subheader("Every norm layer")
-    st.dataframe(rep.table(), hide_index=True, key="ln_table",
-                 column_config={"gamma_frac_in_band": st.column_config.NumberColumn(format="percent"),
-                                "beta_frac_near_zero": st.column_config.NumberColumn(format="percent")})
+    st.dataframe(rep.table(), hide_index=True, key="ln_table", column_config=_common.readable_columns(
+        rep.table(), percent=("gamma_frac_in_band", "beta_frac_near_zero")))
     t1, t2 = st.tabs(["Ranges per layer", "Histograms per layer"])
     with t1:
         _common.chart("norm_layer_ranges", rep, "gamma", st_key="ln_ranges_g")

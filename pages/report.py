@@ -24,16 +24,34 @@ with _common.guard("the report settings"):
     fmt = c3.radio("Format", ["html", "json", "md"], horizontal=True, key="report_format", persist_state="session",
                    format_func={"html": "HTML", "json": "JSON", "md": "Markdown"}.get)
     settings = {"attribution_steps": int(steps), "embeddings_clusters": int(clusters)}
-    request = _common.report_request(ctx, sections, settings)
+    none = "— no second model —"
+    options = [none] + [o for o in _common.comparison_specs() if o != lm.spec]
+    if st.session_state.get("report_model_b") not in options:  # default: the Compare page's choice, if any
+        picked = _common.chosen_model_b()
+        st.session_state["report_model_b"] = picked if picked in options else none
+    other = st.selectbox("Compare with (adds a Compare section, as `python -m inspector compare` does)", options,
+                         key="report_model_b")
+    pair = None if other == none else _common.ordered_pair(lm.spec, other, bool(st.session_state.get("cmp_swap")))
+    if pair is not None:
+        st.caption(f"Compare section: A = `{pair[0]}` → B = `{pair[1]}`.")
+    request = _common.report_request(ctx, sections, settings) + (pair,)
 
-    if st.button("Build the report", type="primary", key="report_build", disabled=not sections):
+    if st.button("Build the report", type="primary", key="report_build", disabled=not sections and pair is None):
         bar = st.progress(0.0, text="Starting…")
 
         def progress(label: str, fraction: float) -> None:
             bar.progress(min(max(fraction, 0.0), 1.0),
                          text="Done." if label == "done" else f"Computing {titles.get(label, label)}…")
 
-        built = _common.build_report(lm, ctx.text, ctx.text_pair, sections, settings, progress)
+        compare_with = None
+        if pair is not None:
+            loaded = {lm.spec: lm}
+            for spec in pair:
+                if spec not in loaded:
+                    loaded[spec] = _common.load_model(spec, ctx.inputs.device, ctx.inputs.dtype)
+            compare_with = (loaded[pair[0]], loaded[pair[1]])
+        built = _common.build_report(lm, ctx.text, ctx.text_pair, sections, settings, progress,
+                                     compare_with=compare_with, masking=st.session_state.get("cmp_masking"))
         st.session_state["report_output"] = (request, built)
 
     stored = st.session_state.get("report_output")

@@ -9,7 +9,7 @@ ctx = _common.page_context()
 lm = ctx.lm
 _common.page_header(
     "Token loss",
-    "Seed 000 / 004: L = −Σ log P(x_t | context); perplexity = exp(mean cross-entropy). Seed 002: BERT's "
+    "A language model's loss is L = −Σ log P(x_t | context) and its perplexity exp(mean cross-entropy); BERT's "
     "masked-LM loss is the mean cross-entropy over 15 % chosen positions (80 % [MASK], 10 % random, 10 % kept).")
 if _common.encoder_only_note(lm, "Token loss"):
     st.stop()
@@ -21,7 +21,7 @@ if lm.is_causal:
         rep = _common.run(loss.causal_token_loss, lm, ctx.text, top_k=5, spinner="Scoring every token of the text…")
         ce = rep.ce_nats if unit == "nats" else rep.ce_bits
         c = st.columns(4)
-        c[0].metric("Perplexity", f"{rep.perplexity:.4f}", help="exp(mean cross-entropy in nats)")
+        _common.perplexity_metric(c[0], lm, rep)
         c[1].metric(f"Mean cross-entropy ({unit}/token)",
                     f"{rep.mean_ce_nats if unit == 'nats' else rep.mean_ce_bits:.4f}")
         c[2].metric("Scored tokens", rep.n_scored, help="Every token but the first, which has no left context.")
@@ -51,7 +51,7 @@ else:
         ce = rep.ce_nats if unit == "nats" else rep.ce_bits
         c = st.columns(4)
         c[0].metric("MLM loss (nats)", f"{rep.loss:.4f}", help="mean cross-entropy over the chosen positions")
-        c[1].metric("Perplexity", f"{rep.perplexity:.4f}")
+        _common.perplexity_metric(c[1], lm, rep)
         c[2].metric("Accuracy", f"{rep.accuracy:.1%}", help="chosen positions where the original token ranks first")
         c[3].metric("Chosen / content tokens", f"{rep.n_chosen} / {rep.n_candidates}",
                     help=f"{rep.n_mask} → [MASK], {rep.n_random} → random token, {rep.n_unchanged} kept")
@@ -73,7 +73,8 @@ else:
             with _common.guard("the pseudo-log-likelihood"):
                 pll = _common.run(loss.pseudo_log_likelihood, lm, ctx.text,
                                   spinner="Masking each token in turn (pseudo-log-likelihood)…")
-                st.metric("Pseudo-perplexity", f"{pll.pseudo_perplexity:.4f}", help=f"PLL = {pll.pll:.3f} nats")
+                _common.perplexity_metric(st, lm, pll, short="Pseudo-perplexity", warn=False)
+                st.caption(f"PLL = {pll.pll:.3f} nats")
                 st.html(plots.colored_tokens_html(pll.tokens, [-v for v in pll.log_prob], value_name="−log P"))
     if lm.has_nsp_head:
         st.subheader("Next-sentence prediction")
@@ -87,7 +88,7 @@ else:
                 c[1].metric("P(IsNext)", f"{nsp.p_is_next:.4f}")
                 c[2].metric("NSP loss if B follows A (nats)", f"{nsp.loss_if_next:.4f}")
 
-st.subheader("Where the gradient goes (seed 000)")
+st.subheader("Where the gradient goes")
 st.caption("∂L/∂logits by autograd against the closed form P − onehot at one position, and which embedding "
            "rows the gradient reaches.")
 with _common.guard("the gradient check"):

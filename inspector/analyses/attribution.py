@@ -347,7 +347,8 @@ def attribute(lm, text: str, *, method: str = "integrated_gradients", target: st
 
     tokens = list(enc.tokens)
     if kind == "masked_token":
-        tokens[tgt.position] = display_token(lm.tokenizer, int(input_ids[0, tgt.position]))
+        gap = tokens[tgt.position][: len(tokens[tgt.position]) - len(tokens[tgt.position].lstrip())]
+        tokens[tgt.position] = gap + display_token(lm.tokenizer, int(input_ids[0, tgt.position]))  # keeps the space
     candidates = [i for i in range(n_ctx) if not keep[i]]  # causal: tokens after the context are not inputs
     order = sorted(candidates, key=lambda i: -abs(scores[i]))[: max(0, int(top_k))]
     top = [TokenScore(index=i, token=tokens[i], score=float(scores[i])) for i in order]

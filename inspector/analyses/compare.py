@@ -33,6 +33,7 @@ from .. import capture
 from ..errors import InputError, NotAvailableError
 from ._common import check_int
 from ..inputs import clean_text, display_token, encode
+from ..tokens import text_tokens
 from .loss import _window_batches, _windows  # the loss page's windows: each position predicted once
 
 __all__ = [
@@ -749,7 +750,7 @@ def _divergence(lm_a, lm_b, text, content, offsets, top_k, n_disagreements, mask
         spec_a=lm_a.spec, spec_b=lm_b.spec, text=text,
         objective="next-token" if objective == "causal" else "masked-token",
         objective_label=label, masking=mode, seed=seed_out, prefix_token=prefix_token,
-        tokens=_decode(tok, content), token_ids=np.asarray(content, dtype=np.int64), offsets=offsets,
+        tokens=text_tokens(tok, content, offsets, text), token_ids=np.asarray(content, dtype=np.int64), offsets=offsets,
         positions=positions, target_ids=target.numpy().astype(np.int64), input_ids=np.asarray(input_ids, np.int64),
         kl_ab_nats=acc["kl_ab"], kl_ba_nats=acc["kl_ba"], js_nats=js,
         entropy_a_nats=acc["ent_a"], entropy_b_nats=acc["ent_b"],
@@ -778,7 +779,7 @@ def _make_text_score(lm, text, objective, prefix_token, content, offsets, nll, s
     unk = lm.tokenizer.unk_token_id
     return TextScore(
         spec=lm.spec, text=text, objective=objective, prefix_token=prefix_token,
-        tokens=_decode(lm.tokenizer, content), token_ids=np.asarray(content, dtype=np.int64), offsets=offsets,
+        tokens=text_tokens(lm.tokenizer, content, offsets, text), token_ids=np.asarray(content, dtype=np.int64), offsets=offsets,
         scored=scored, nll_nats=nll_full, n_scored=n_scored,
         total_nll_nats=total, total_nll_bits=total / LN2, n_bytes=n_bytes,
         bits_per_byte=total / LN2 / n_bytes if n_bytes else math.nan,

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from ..errors import InputError, NotAvailableError
 from ._common import check_int
 from ..inputs import Encoded, clean_text, display_token, encode
+from ..tokens import text_tokens
 
 __all__ = [
     "CausalLossReport", "CorpusScore", "MaskedLossReport", "PLLReport", "NSPResult", "GradientCheck",
@@ -414,7 +415,7 @@ def causal_token_loss(lm, text: str, stride: int | None = None, top_k: int = 5, 
     return CausalLossReport(
         spec=lm.spec,
         text=text,
-        tokens=_decode(lm.tokenizer, ids_list),
+        tokens=text_tokens(lm.tokenizer, ids_list, offsets, text),
         token_ids=np.array(ids_list, dtype=np.int64),
         offsets=offsets,
         positions=cat["pos"].numpy().astype(np.int64),
@@ -613,7 +614,7 @@ def masked_lm_loss(lm, text: str, seed: int = 0, mask_prob: float = 0.15, top_k:
         text=text,
         seed=seed,
         mask_prob=float(mask_prob),
-        tokens=_decode(tok, content),
+        tokens=text_tokens(tok, content, offsets, text),
         token_ids=np.array(content, dtype=np.int64),
         offsets=offsets,
         positions=positions,
@@ -678,7 +679,7 @@ def pseudo_log_likelihood(lm, text: str, batch_size: int = 16) -> PLLReport:
     return PLLReport(
         spec=lm.spec,
         text=text,
-        tokens=_decode(tok, content),
+        tokens=text_tokens(tok, content, offsets, text),
         token_ids=np.array(content, dtype=np.int64),
         offsets=offsets,
         log_prob=lp,

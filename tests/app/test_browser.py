@@ -1,7 +1,10 @@
 """Real browser: `streamlit run app.py` on a free local port, every page opened in headless Chromium.
 
 Each page must finish rendering (no "Running…" status widget, page title shown, text stable),
-show no exception or traceback, and leave a screenshot in test-artifacts/screenshots/.
+show no exception or traceback, and leave screenshots in test-artifacts/screenshots/: `<page>.png`
+at 1440 × 900 (what a user sees first) and `<page>-full.png` (the window made tall enough for the
+whole page). `test_click_a_head_cell_and_a_token_drills_down` clicks a layer × head cell and a
+pattern cell with real mouse events and checks that the chosen head and token are shown.
 Skipped only when the chromium / chromedriver binaries (Debian packages) or selenium are absent.
 """
 from __future__ import annotations
@@ -22,7 +25,8 @@ pytestmark = pytest.mark.browser
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "test-artifacts" / "screenshots"
 # (url path, title shown by the page)
-PAGES = [("", "Overview"), ("layernorm", "LayerNorm"), ("attention", "Attention"), ("embeddings", "Embeddings"),
+PAGES = [("", "Overview"), ("layernorm", "LayerNorm"), ("attention", "Attention"), ("heads", "All heads"),
+         ("embeddings", "Embeddings"),
          ("token_loss", "Token loss"), ("attribution", "Attribution"), ("analyses", "Layer by layer"),
          ("compare", "Compare"), ("foundations", "Foundations"), ("report", "Report")]
 BAD_TEXT = ("Traceback (most recent call last)", "Traceback", "StreamlitAPIException", "ModuleNotFoundError",
@@ -89,7 +93,7 @@ def driver(server):
     opts = Options()
     opts.binary_location = CHROMIUM
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                "--window-size=1440,2200", "--hide-scrollbars", "--lang=en-US"):
+                "--window-size=1440,900", "--hide-scrollbars", "--lang=en-US"):
         opts.add_argument(arg)
     drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
     drv.set_page_load_timeout(60)
@@ -97,6 +101,20 @@ def driver(server):
         yield drv
     finally:
         drv.quit()
+
+
+def _screenshots(drv, name: str) -> None:
+    """`name`.png at 1440 × 900, then `name`-full.png with the window as tall as the page's content."""
+    drv.set_window_size(1440, 900)
+    drv.save_screenshot(str(SHOTS / f"{name}.png"))
+    height = drv.execute_script(
+        "const m = document.querySelector('[data-testid=\"stMain\"]');"
+        "const c = m && m.querySelector('[data-testid=\"stMainBlockContainer\"]');"
+        "return c ? c.scrollHeight + 120 : document.body.scrollHeight;")
+    drv.set_window_size(1440, min(max(int(height or 900), 900), 12000))
+    time.sleep(0.8)
+    drv.save_screenshot(str(SHOTS / f"{name}-full.png"))
+    drv.set_window_size(1440, 900)
 
 
 def _page_state(drv):
@@ -136,7 +154,7 @@ def test_page_renders_in_a_real_browser(server, driver, path, title):
     try:
         text = _wait_rendered(driver, title)
     finally:
-        driver.save_screenshot(str(SHOTS / f"{path or 'overview'}.png"))
+        _screenshots(driver, path or "overview")
     exceptions = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stException"]')
     assert not exceptions, f"{title}: exception shown: {exceptions[0].text[:500]}"
     for bad in BAD_TEXT:
@@ -146,3 +164,83 @@ def test_page_renders_in_a_real_browser(server, driver, path, title):
     # the shared sidebar is there on every page, with the model picker
     sidebar = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"]').text
     assert "Model" in sidebar and "Text to analyse" in sidebar
+
+
+def _click_data_point(drv, st_key: str, x: float, y: float, axis: str = "") -> None:
+    """A real mouse click at data coordinates (x, y) of the Plotly chart drawn with key `st_key`."""
+    from selenium.webdriver.common.actions.action_builder import ActionBuilder
+    from selenium.webdriver.common.by import By
+
+    plot = drv.find_element(By.CSS_SELECTOR, f".st-key-{st_key} .js-plotly-plot")
+    drv.execute_script("arguments[0].scrollIntoView({block: 'center'})", plot)
+    time.sleep(0.8)
+    px, py = drv.execute_script(
+        "const gd = arguments[0], L = gd._fullLayout, xa = L['xaxis' + arguments[3]], ya = L['yaxis' + arguments[3]];"
+        "const r = gd.getBoundingClientRect();"
+        "return [r.left + xa._offset + xa.l2p(arguments[1]), r.top + ya._offset + ya.l2p(arguments[2])];",
+        plot, x, y, axis)
+    actions = ActionBuilder(drv)
+    actions.pointer_action.move_to_location(int(px), int(py))
+    actions.pointer_action.click()
+    actions.perform()
+
+
+def _wait_for(drv, title: str, needle: str, timeout: float = 120) -> str:
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline:
+        text = _wait_rendered(drv, title, timeout=timeout)
+        if needle in text:
+            return text
+        time.sleep(0.5)
+    raise AssertionError(f"'{needle}' never appeared; page text: {text[:800]}")
+
+
+def test_click_a_head_cell_and_a_token_drills_down(server, driver):
+    """Click layer × head cell (layer 0, head 3) on the σ heat map, then a pattern cell of query 5."""
+    from inspector import models
+    from inspector.analyses import attention, heads
+    from inspector.inputs import encode
+
+    spec = "bundled:gpt2-mini"
+    lm = models.load(spec)
+    text = (REPO / "data" / "samples" / "english.txt").read_text(encoding="utf-8").strip()
+    rep = attention.attention_logit_report(lm, encode(lm, text))
+    default = heads.most_peaked_head(rep.entropy_fraction)
+    target = (0, 3) if default != (0, 3) else (1, 2)
+
+    driver.get(f"{server}/attention")
+    page = _wait_rendered(driver, "Attention")
+    assert f"Layer {default[0]}, head {default[1]}:" in page  # the pattern view opens on the most peaked head
+    _click_data_point(driver, "attn_sigma", target[1], target[0])
+    page = _wait_for(driver, "Attention", f"Layer {target[0]}, head {target[1]}:")
+    assert f"attention row in layer {target[0]}, head {target[1]}" in page
+
+    enc = encode(lm, text)
+    query = 5 if enc.tokens[5].strip() else 6
+    _click_data_point(driver, "attn_pattern", 0, query)
+    page = _wait_for(driver, "Attention", f"Token {query}:")
+    assert f"Where token {query} looks" in page
+    assert "Top predictions" in page and "Prediction per layer" in page
+    _screenshots(driver, "attention-drilldown")
+
+
+def test_all_heads_grid_click_opens_the_head_and_marks_the_token(server, driver):
+    """The all-heads image: a click on thumbnail (layer 1, head 2) opens that head; a pattern click picks a token."""
+    from inspector import models
+    from inspector.inputs import encode
+
+    lm = models.load("bundled:gpt2-mini")
+    text = (REPO / "data" / "samples" / "english.txt").read_text(encoding="utf-8").strip()
+    enc = encode(lm, text)
+    cell, gap = min(48, enc.n_tokens), 2  # the page draws 48-pixel thumbnails with 2-pixel gaps
+    centre = gap + cell / 2
+    driver.get(f"{server}/heads")
+    _wait_rendered(driver, "All heads")
+    _click_data_point(driver, "grid_pick", centre + 2 * (cell + gap), centre + 1 * (cell + gap))
+    page = _wait_for(driver, "All heads", "Layer 1, head 2:")
+    query = 7 if enc.tokens[7].strip() else 8
+    _click_data_point(driver, "grid_pattern", 0, query)
+    page = _wait_for(driver, "All heads", f"Token {query}:")
+    assert "attention row in layer 1, head 2" in page
+    _screenshots(driver, "heads-drilldown")

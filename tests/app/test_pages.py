@@ -27,7 +27,7 @@ from streamlit.testing.v1 import AppTest
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
-PAGES = ["overview", "layernorm", "attention", "embeddings", "token_loss", "attribution", "analyses", "compare",
+PAGES = ["overview", "layernorm", "attention", "heads", "embeddings", "token_loss", "attribution", "analyses", "compare",
          "foundations", "report"]
 SAMPLES = REPO / "data" / "samples"
 
@@ -75,6 +75,8 @@ def snapshot(at: AppTest) -> dict:
         "warnings": [e.value for e in at.warning],
         "titles": [t.value for t in at.title],
         "metrics": {m.label: m.value for m in at.metric},
+        "captions": [c.value for c in at.caption],
+        "tables": [t.value for t in at.table],
         "dataframes": [d.value for d in at.dataframe],
         "html": [h.proto.body for h in at.html],
         "charts": len(at.get("plotly_chart")),
@@ -209,7 +211,7 @@ def test_attention_page_shows_fidelity_and_heatmaps(tour, lm, english):
     assert float(fidelity) == 0.0  # fp32: the instrumented forward is the plain forward
     d_head = lm.model.config.hidden_size // lm.model.config.num_attention_heads
     assert snap["metrics"]["d_head"] == str(d_head)
-    assert snap["metrics"]["√d_head (seed's σ prediction)"] == f"{math.sqrt(d_head):.3f}"
+    assert snap["metrics"]["√d_head (predicted σ of q·k)"] == f"{math.sqrt(d_head):.3f}"
     assert snap["charts"] >= 4  # σ heat maps, other statistic, pattern, what-if
     table = snap["dataframes"][0]
     assert len(table) == lm.model.config.num_hidden_layers * lm.model.config.num_attention_heads
@@ -241,8 +243,13 @@ def test_token_loss_perplexity_equals_the_library(tour, lm, english):
         pytest.skip("the bundled GPT-2 is not built: the default model is encoder-only")
     from inspector.analyses import loss
 
+    from inspector import perplexity
+
     rep = loss.causal_token_loss(lm, english)
-    assert snap["metrics"]["Perplexity"] == f"{rep.perplexity:.4f}"
+    assert snap["metrics"]["Perplexity"] == perplexity.value(rep.perplexity)
+    assert perplexity.text(rep) in snap["captions"]  # its full name: method and token count
+    # the default English text is outside the bundled model's training domain: the page says so
+    assert any("far from what the model was trained on" in w for w in snap["warnings"])
     assert len(snap["html"]) >= 1 and snap["charts"] >= 1
     table = snap["dataframes"][0]
     assert len(table) == rep.n_scored
@@ -273,7 +280,7 @@ def test_foundations_page_lists_every_claim_with_a_verdict(tour, lm, english):
     from inspector.analyses import foundations, layernorm
 
     snap = tour["pages"]["foundations"]
-    table = snap["dataframes"][0]
+    table = snap["tables"][0]
     # The same claims in the same order (the page counts frequencies on the bundled corpus; the claim
     # list does not depend on it, and the text-only run is much cheaper).
     rows = foundations.claims_on_model(lm, english)
@@ -296,9 +303,9 @@ def test_compare_page_defaults_to_another_checkpoint(tour, spec):
     snap = tour["pages"]["compare"]
     info = next(m for m in bundled.list_bundled() if f"bundled:{m.name}" == spec)
     if len(info.checkpoints) < 2:
-        assert any("Type the model B" in i for i in snap["infos"])
+        assert any("Type the second model" in i for i in snap["infos"])
         pytest.skip(f"{spec} has a single checkpoint: nothing to compare by default")
-    assert float(snap["metrics"]["max |H(A,B) − H(A) − KL(A‖B)|"]) < 1e-9  # seed 004's identity
+    assert float(snap["metrics"]["max |H(A,B) − H(A) − KL(A‖B)|"]) < 1e-9  # cross-entropy = entropy + KL
     assert float(snap["metrics"]["Mean KL(A‖B), nats"]) > 0  # two different checkpoints disagree
     assert snap["charts"] >= 3  # divergence, drift, attention
 
@@ -322,10 +329,13 @@ def test_bad_model_name_gives_a_readable_error_and_the_app_recovers(spec):
     at.run(timeout=180)
     snap = snapshot(at)
     assert not snap["exceptions"]
-    assert snap["errors"] and "/nonexistent/model-folder" in snap["errors"][0]
-    assert "outside the allowed model folders" in snap["errors"][0] and "INSPECTOR_MODEL_ROOTS" in snap["errors"][0]
-    assert "Traceback" not in snap["errors"][0]
-    assert any("No model is loaded" in w for w in snap["warnings"])
+    side = [e.value for e in at.sidebar.error]
+    assert side and "/nonexistent/model-folder" in side[0]
+    assert "outside the allowed model folders" in side[0] and "INSPECTOR_MODEL_ROOTS" in side[0]
+    assert all("Traceback" not in e for e in snap["errors"])
+    # the main area repeats the message itself (not "the message there says what went wrong")
+    main = [e.value for e in at.main.error if e.value.startswith("The model could not be loaded")]
+    assert main and "outside the allowed model folders" in main[0] and "/nonexistent/model-folder" in main[0]
     at.selectbox(key="model_choice").select(spec).run(timeout=180)
     snap = snapshot(at)
     assert_clean(snap, "overview after recovery")
@@ -407,12 +417,16 @@ def test_eight_concurrent_sessions_get_their_own_results(spec, lm):
     from inspector.analyses import loss
 
     texts = [f"Session {i}: the function returns {'a list of ' * (i + 1)}strings when called." for i in range(8)]
-    expected = [f"{loss.causal_token_loss(lm, t).perplexity:.4f}" for t in texts]
+    from inspector import perplexity
+
+    reports = [loss.causal_token_loss(lm, t) for t in texts]
+    expected = [perplexity.value(r.perplexity) for r in reports]
 
     def session(text: str) -> tuple[list, str]:
         at = new_app(text=text)
         at.switch_page("pages/token_loss.py").run(timeout=180)
-        return [e.value for e in [*at.exception, *at.error]], {m.label: m.value for m in at.metric}.get("Perplexity")
+        return ([e.value for e in [*at.exception, *at.error]],
+                {m.label: m.value for m in at.metric}.get("Perplexity"))
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         results = list(pool.map(session, texts))
@@ -425,18 +439,20 @@ def test_compare_page_and_cli_give_the_same_figures(tour, spec, tmp_path):
     """Bundled final vs step-0 on the English sample: the page's figures are the CLI report's."""
     import json
 
-    from inspector import cli
+    from inspector import cli, perplexity
 
     snap = tour["pages"]["compare"]
     if spec != "bundled:gpt2-mini":
         pytest.skip("needs the bundled GPT-2 checkpoints")
     out = tmp_path / "cmp.json"
-    assert cli.main(["compare", spec, f"{spec}@step-0", "--text-file", str(SAMPLES / "english.txt"),
+    assert cli.main(["compare", f"{spec}@step-0", spec, "--text-file", str(SAMPLES / "english.txt"),
                      "--out", str(out), "-q"]) == 0
     data = json.loads(out.read_text())["sections"]["compare"]["results"]["comparison"]["data"]
     div, words = data["divergence"], data["words"]
     m = snap["metrics"]
-    assert m["Perplexity A"] == f"{div['perplexity_a']:.4g}" and m["Perplexity B"] == f"{div['perplexity_b']:.4g}"
+    # the divergence's own definition (every token scored, after <|endoftext|>)
+    assert m["Perplexity A"] == perplexity.value(div["perplexity_a"])
+    assert m["Perplexity B"] == perplexity.value(div["perplexity_b"])
     assert m["Mean KL(A‖B), nats"] == f"{div['mean_kl_ab_nats']:.4f}"
     assert m["Mean KL(B‖A), nats"] == f"{div['mean_kl_ba_nats']:.4f}"
     assert m["Bits per byte A"] == f"{words['bits_per_byte_total_a']:.4f}"

@@ -60,17 +60,25 @@ def test_attention_figures(tiny_gpt2):
 
     enc = encode(tiny_gpt2, "The quick brown fox <b> jumps & the the")
     rep = attention.attention_logit_report(tiny_gpt2, enc)
-    fig = _json(plots.attention_sigma_heatmaps(rep))
-    assert len(fig.data) == 2
+    fig = _json(plots.attention_sigma_heatmaps(rep, selected=(1, 2)))
+    assert [t.type for t in fig.data] == ["heatmap", "scatter", "heatmap", "scatter"]  # heat map + click picker
+    pick = fig.data[1]  # one picker square per cell, customdata = [layer, head] at x = head, y = layer
+    cd = np.asarray(pick.customdata, dtype=int)
+    assert (cd[:, 0] == np.asarray(pick.y)).all() and (cd[:, 1] == np.asarray(pick.x)).all()
+    assert len(cd) == rep.n_layers * rep.n_heads
+    assert any(sh.x0 == 1.5 and sh.y0 == 0.5 for sh in fig.layout.shapes)  # the selected cell is outlined
     np.testing.assert_allclose(np.asarray(fig.data[0].customdata, dtype=float), rep.std)  # cells show σ itself
     np.testing.assert_allclose(np.asarray(fig.data[0].z, dtype=float), np.log2(rep.std / rep.sqrt_d_head))
     for q in ("entropy_fraction", "max_prob", "ratio"):
         _json(plots.attention_heatmap(rep, q))
     pattern = attention.attention_pattern(tiny_gpt2, enc, 1, 2)
     fig = _json(plots.attention_pattern_heatmap(pattern))
-    labels = list(fig.data[0].x)
+    labels = list(fig.layout.xaxis.ticktext)  # positions on the axis, every token labelled (≤ 64)
+    assert list(fig.layout.xaxis.tickvals) == list(range(enc.n_tokens))
     assert len(labels) == len(set(labels)) == enc.n_tokens  # repeated tokens keep their own column
     assert not any("<b>" in lab for lab in labels)
+    many = plots.token_ticks([f"t{i}" for i in range(200)])
+    assert many[0][:3] == [0, 5, 10] and len(many[0]) <= 48  # long texts: an interval, hover for each
     what_if = attention.scaling_what_if(tiny_gpt2, enc, 0)
     _json(plots.scaling_what_if_chart(what_if))
 
@@ -90,7 +98,7 @@ def test_embedding_and_token_figures(tiny_gpt2):
     _json(plots.contextual_layers_chart(ce))
     _json(plots.token_cosine_heatmap(ce, 0))
     fig = _json(plots.token_bar_chart(["<a>", "b"], [1.0, None], title="t", y_title="nats"))
-    assert list(fig.layout.xaxis.ticktext) == ["&lt;a&gt;", "b"]
+    assert list(fig.layout.xaxis.ticktext) == ["&lt;a&gt; (0)", "b (1)"]
 
 
 @pytest.mark.parametrize("method", ["integrated_gradients", "saliency"])

@@ -211,7 +211,10 @@ def test_bundled_default_report_summary(capsys):
     from inspector.analyses import loss
 
     md = R.to_markdown(rep)
-    ppl = float(md.split("| perplexity | ")[1].split(" |")[0])
+    from inspector import perplexity
+
+    label = perplexity.label(loss.causal_token_loss(lm, text))
+    ppl = float(md.split(f"| {label} | ")[1].split(" |")[0].replace(",", ""))
     assert ppl == pytest.approx(loss.causal_token_loss(lm, text).perplexity, rel=1e-5)
     assert 1.0 < ppl < lm.vocab_size
 

@@ -289,14 +289,17 @@ def _md_value(md: str, label: str) -> str:
 
 
 def test_markdown_perplexity_equals_loss_module(gpt2_report, tiny_gpt2, bert_report, tiny_bert):
+    from inspector import perplexity
+
     from inspector.analyses import loss
 
     md = R.to_markdown(gpt2_report)
-    expected = loss.causal_token_loss(tiny_gpt2, TEXT).perplexity
-    assert float(_md_value(md, "perplexity")) == pytest.approx(expected, rel=1e-5)
+    res = loss.causal_token_loss(tiny_gpt2, TEXT)
+    expected = res.perplexity  # the row is named by inspector.perplexity: method and token count
+    assert float(_md_value(md, perplexity.label(res)).replace(",", "")) == pytest.approx(expected, rel=1e-5)
     md = R.to_markdown(bert_report)
-    expected = loss.masked_lm_loss(tiny_bert, TEXT, seed=0).perplexity
-    assert float(_md_value(md, "perplexity")) == pytest.approx(expected, rel=1e-5)
+    res = loss.masked_lm_loss(tiny_bert, TEXT, seed=0)
+    assert float(_md_value(md, perplexity.label(res)).replace(",", "")) == pytest.approx(res.perplexity, rel=1e-5)
 
 
 def test_markdown_tables(gpt2_report):
