@@ -138,6 +138,11 @@ class AttentionLogitStats:
     # (L,) tanh logit cap (Gemma 2), NaN where none. Where set, every figure above describes the capped
     # logits the softmax sees, in unscaled units: softcap·tanh(scaling·q·k / softcap) / scaling.
     softcap: np.ndarray | None = None
+    # (L, H, D + 1) with D = CaptureOptions.distance_profile: number, mean and population std of the (unscaled,
+    # capped where softcapped) logits at |query position − key position| = 0 … D − 1, and ≥ D in the last bucket.
+    distance_count: np.ndarray | None = None
+    distance_mean: np.ndarray | None = None
+    distance_std: np.ndarray | None = None
 
     @property
     def var(self) -> np.ndarray:
@@ -184,6 +189,10 @@ class CaptureOptions:
     hidden_states: bool = False
     embeddings: bool = False
     logits: bool = True
+    # > 0: also reduce q·k per |query − key| distance 0 … distance_profile − 1, larger ones in one last
+    # bucket (AttentionLogitStats.distance_*). Rotary models have no position table: this is where their
+    # positions show. Off by default (one more pass over each chunk's scores, in float64).
+    distance_profile: int = 0
 
 
 @dataclass
@@ -228,6 +237,7 @@ class _Accumulator:
         self.frac_sum, self.frac_rows = z(), z()
         self.maxp_sum = z()
         self.sink_sum = z()
+        self.dist_n = self.dist_s1 = self.dist_s2 = None  # (H, D + 1) when a distance profile is asked for
 
     def add_moments(self, n, mean, m2, lo, hi):
         tot = self.n + n
@@ -271,7 +281,8 @@ class _Collector:
         acc = self.acc.setdefault(layer, _Accumulator(H, query.device))
         keep_probs = layer in self.options.keep_probs_layers
         keep_scores = layer in self.options.keep_scores_layers
-        if not (keep_probs or keep_scores) and softcap is None:  # fused Triton kernels over all rows (CUDA; see fused_stats)
+        torch_only = keep_probs or keep_scores or self.options.distance_profile or softcap is not None
+        if not torch_only:  # fused Triton kernels over all rows (CUDA; see fused_stats)
             from inspector import fused_stats
 
             if fused_stats.observe(self, module, query, key, attention_mask, scale, causal, acc):
@@ -307,6 +318,8 @@ class _Collector:
                 x = q @ k[:, :, :k_end].transpose(-1, -2)  # (b, H, r, k_end) unscaled q·k
                 if softcap is not None:  # what the softmax sees is softcap·tanh(scale·x / softcap)
                     x.mul_(scale / softcap).tanh_().mul_(softcap / scale)
+                if self.options.distance_profile:
+                    self._add_distances(acc, x, valid, r0, Tq, Tk, self.options.distance_profile)
                 *row_figures, probs = self._row_reductions(
                     x, valid, scale, keep_scores, keep_probs, chunk_scores, first)
                 self._merge_rows(acc, scale, *row_figures)
@@ -327,6 +340,22 @@ class _Collector:
                 valid=torch.cat(kept_valid).numpy(),
                 scaling=scale,
             )
+
+    @staticmethod
+    def _add_distances(acc, x, valid, r0, Tq, Tk, D) -> None:
+        """Per head and |query − key| distance: count, Σx, Σx² over the attended pairs of this chunk."""
+        H, r, k = x.shape[1], x.shape[2], x.shape[3]
+        qpos = torch.arange(r0, r0 + r, device=x.device) + (Tk - Tq)  # queries are the last Tq positions
+        dist = (qpos[:, None] - torch.arange(k, device=x.device)[None, :]).abs().clamp(max=D).reshape(-1)
+        v = valid.to(torch.float64)  # (b, 1|H, r, k)
+        xv = x.double() * v
+        n = v.sum(dim=0).expand(H, -1, -1).reshape(H, -1)
+        if acc.dist_n is None:
+            z = lambda: torch.zeros(H, D + 1, dtype=torch.float64, device=x.device)  # noqa: E731
+            acc.dist_n, acc.dist_s1, acc.dist_s2 = z(), z(), z()
+        acc.dist_n.index_add_(1, dist, n)
+        acc.dist_s1.index_add_(1, dist, xv.sum(dim=0).reshape(H, -1))
+        acc.dist_s2.index_add_(1, dist, (xv * x.double()).sum(dim=0).reshape(H, -1))
 
     @staticmethod
     def _last_key(valid, attention_mask, causal, r1, Tq, Tk) -> int:
@@ -426,6 +455,14 @@ class _Collector:
         count = stack(lambda a: a.n)
         rows = stack(lambda a: a.rows)
         frac_rows = stack(lambda a: a.frac_rows)
+        dist = {}
+        if self.options.distance_profile and all(self.acc[i].dist_n is not None for i in layers):
+            n = stack(lambda a: a.dist_n)
+            safe = np.maximum(n, 1)
+            mean = stack(lambda a: a.dist_s1) / safe
+            var = np.clip(stack(lambda a: a.dist_s2) / safe - mean ** 2, 0.0, None)
+            dist = dict(distance_count=n.astype(np.int64), distance_mean=np.where(n > 0, mean, np.nan),
+                        distance_std=np.where(n > 0, np.sqrt(var), np.nan))
         with np.errstate(invalid="ignore", divide="ignore"):
             return AttentionLogitStats(
                 d_head=int(self.d_head),
@@ -441,6 +478,7 @@ class _Collector:
                 max_prob=stack(lambda a: a.maxp_sum) / np.maximum(rows, 1),
                 sink_mass=stack(lambda a: a.sink_sum) / np.maximum(rows, 1),
                 softcap=np.array([self.softcap.get(i, math.nan) for i in layers]),
+                **dist,
             )
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
+
 from .errors import UnsupportedArchitectureError
 
 
@@ -154,3 +156,27 @@ def tied_embeddings(model) -> bool:
     if head is None or emb is None or getattr(head, "weight", None) is None:
         return False
     return head.weight.data_ptr() == emb.weight.data_ptr() or head.weight is emb.weight
+
+
+class SoftcappedHead(torch.nn.Module):
+    """The output head followed by Gemma 2's final logit capping, cap·tanh(logits / cap), as its forward does."""
+
+    def __init__(self, head: torch.nn.Module, cap: float):
+        super().__init__()
+        self.head = head
+        self.cap = float(cap)
+        self.weight = head.weight  # same Parameter: tied / untied checks still see the real head
+        self.bias = getattr(head, "bias", None)
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.head(hidden) / self.cap) * self.cap
+
+
+def output_head(model):
+    """hidden (.., D) -> the logits the model returns: `get_output_embeddings()`, plus the final logit
+    softcap where the config sets one (Gemma 2); None when the model has no head."""
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    cap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
+    if head is None or not cap:
+        return head
+    return SoftcappedHead(head, cap)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import capture
+from .. import capture, families
 from ..errors import InputError, NotAvailableError
 from ..inputs import clean_text, display_token, encode
 from .loss import _window_batches, _windows  # the loss page's windows: each position predicted once
@@ -439,7 +439,7 @@ def _body(lm):
 def _head(lm, objective: str):
     """Module mapping final hidden rows (n, D) to vocabulary logits (n, V)."""
     if objective == "causal":
-        head = lm.model.get_output_embeddings()
+        head = families.output_head(lm.model)  # Gemma 2: with its final logit softcap
     else:
         head = getattr(getattr(lm.model, "cls", None), "predictions", None)
     if head is None:

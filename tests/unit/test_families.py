@@ -122,3 +122,30 @@ def test_sliding_windows_per_layer():
     assert families.sliding_windows(plain.config) == (4, None)
     assert families.sliding_windows(tiny_family_model("llama")[0].config) == (None, None)
     assert families.sliding_windows(tiny_family_model("mistral")[0].config) == (4, 4)
+
+
+def test_distance_profile_matches_reference(pair):
+    """σ and mean of q·k per |query − key| distance (rotary models show their positions here)."""
+    from family_models import reference_logits, reference_qk, reference_valid
+
+    model_type, lm, plain = pair
+    batch = {k: v for k, v in _batch(lm, "left").items() if k != "token_type_ids"}
+    D = 6
+    got = capture.run(lm, batch, capture.CaptureOptions(distance_profile=D)).attention
+    assert got.distance_std.shape == (lm.n_layers, lm.n_heads, D + 1)
+    T = batch["input_ids"].shape[1]
+    dist = np.minimum(np.abs(np.arange(T)[:, None] - np.arange(T)[None, :]), D)
+    for layer, (q, k) in enumerate(reference_qk(plain, batch)):
+        scores, _ = reference_logits(plain.config, q, k)
+        valid = np.broadcast_to(reference_valid(plain.config, batch, layer), scores.shape)
+        for h in range(lm.n_heads):
+            for d in range(D + 1):
+                sel = valid[:, h] & (dist == d)[None]
+                vals = scores[:, h][sel]
+                assert got.distance_count[layer, h, d] == vals.size, (model_type, layer, h, d)
+                if vals.size:
+                    np.testing.assert_allclose(got.distance_mean[layer, h, d], vals.mean(), rtol=1e-4, atol=1e-6)
+                    np.testing.assert_allclose(got.distance_std[layer, h, d], vals.std(), rtol=1e-4, atol=1e-6)
+    # the ordinary statistics are unchanged by the extra reduction
+    plain_stats = capture.run(lm, batch).attention
+    np.testing.assert_allclose(got.std, plain_stats.std, rtol=1e-6)
