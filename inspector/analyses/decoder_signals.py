@@ -137,7 +137,7 @@ def gamma_outliers(gamma: np.ndarray, z_threshold: float) -> tuple[float, float,
     med = float(np.median(g))
     mad = float(np.median(np.abs(g - med)))
     if mad == 0.0:  # all but a few γ equal: every other value is infinitely far
-        z = np.where(g == med, 0.0, np.sign(g - med) * np.inf)
+        z = np.select([g > med, g < med], [np.inf, -np.inf], 0.0)
     else:
         z = (g - med) / (MAD_TO_SIGMA * mad)
     dims = np.nonzero(np.abs(z) > z_threshold)[0]
