@@ -169,8 +169,8 @@ class OutputEmbeddings:
     output_norms: np.ndarray  # (V,) ‖w_out[v]‖
     mean_output_norm: float
     mean_input_norm: float
-    row_cosine: np.ndarray  # (V,) cos(e_in[v], w_out[v])
-    mean_row_cosine: float
+    row_cosine: np.ndarray  # (V,) cos(e_in[v], w_out[v]); NaN where a row is all zeros (padding rows)
+    mean_row_cosine: float  # over the rows where it is defined
     norm_spearman: float  # Spearman ρ between ‖e_in[v]‖ and ‖w_out[v]‖ over the V rows
 
 
@@ -273,12 +273,15 @@ def output_embeddings(lm) -> OutputEmbeddings:
     for b0 in range(0, V, DEFAULT_BLOCK):
         a = W_in[b0:b0 + DEFAULT_BLOCK].to(torch.float64)
         b = W_out[b0:b0 + DEFAULT_BLOCK].to(torch.float64)
-        cos[b0:b0 + len(a)] = (torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)).cpu().numpy()
+        na, nb = torch.linalg.vector_norm(a, dim=1), torch.linalg.vector_norm(b, dim=1)
+        c = (a * b).sum(dim=1) / (na * nb)
+        cos[b0:b0 + len(a)] = torch.where((na > 0) & (nb > 0), c, torch.nan).cpu().numpy()  # zero rows (padding)
     rho = float(spearmanr(n_in, n_out).statistic) if V >= 3 and np.ptp(n_in) > 0 and np.ptp(n_out) > 0 \
         else math.nan
     return OutputEmbeddings(tied=families.tied_embeddings(lm.model), n_rows=int(V), dim=int(W_in.shape[1]),
                             output_norms=n_out, mean_output_norm=float(n_out.mean()),
-                            mean_input_norm=float(n_in.mean()), row_cosine=cos, mean_row_cosine=float(cos.mean()),
+                            mean_input_norm=float(n_in.mean()), row_cosine=cos,
+                            mean_row_cosine=float(np.nanmean(cos)) if np.isfinite(cos).any() else math.nan,
                             norm_spearman=rho)
 
 

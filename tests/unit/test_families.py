@@ -149,3 +149,34 @@ def test_distance_profile_matches_reference(pair):
     # the ordinary statistics are unchanged by the extra reduction
     plain_stats = capture.run(lm, batch).attention
     np.testing.assert_allclose(got.std, plain_stats.std, rtol=1e-6)
+
+
+def test_output_embeddings_untied_and_tied(pair):
+    from scipy.stats import spearmanr
+
+    from inspector.analyses import embeddings
+
+    model_type, lm, plain = pair
+    out = embeddings.output_embeddings(lm)
+    W_in = plain.model.embed_tokens.weight.detach().double().numpy()
+    W_out = plain.lm_head.weight.detach().double().numpy()
+    with np.errstate(invalid="ignore"):  # the padding row is all zeros: cosine undefined (NaN)
+        cos = (W_in * W_out).sum(1) / (np.linalg.norm(W_in, axis=1) * np.linalg.norm(W_out, axis=1))
+    assert out.tied is model_type.startswith("gemma")
+    np.testing.assert_allclose(out.row_cosine, cos, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(out.output_norms, np.linalg.norm(W_out, axis=1), rtol=1e-6)
+    np.testing.assert_allclose(out.norm_spearman, spearmanr(np.linalg.norm(W_in, axis=1),
+                                                             np.linalg.norm(W_out, axis=1)).statistic, rtol=1e-6)
+    if out.tied:
+        np.testing.assert_allclose(out.row_cosine[np.isfinite(cos)], 1.0, rtol=1e-9)
+    else:
+        assert abs(out.mean_row_cosine) < 0.5  # independent random matrices
+
+
+def test_position_table_refused_with_rotary_message(pair):
+    from inspector.analyses import embeddings
+    from inspector.errors import NotAvailableError
+
+    _, lm, _ = pair
+    with pytest.raises(NotAvailableError, match="rotary positions"):
+        embeddings.position_embeddings(lm)
