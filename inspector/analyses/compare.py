@@ -460,7 +460,7 @@ def _causal_hidden(lm, full_ids: list[int], window: int, stride: int, batch_size
     run together, `batch_size` per forward pass.
     """
     body = _body(lm)
-    kwargs = {"use_cache": False} if lm.family == "gpt2" else {}
+    kwargs = {"use_cache": False} if lm.fam.needs_use_cache_off else {}
     ids = torch.tensor(full_ids, dtype=torch.long)
     windows = _windows(len(full_ids), window, stride)
     rows = []
