@@ -1,8 +1,8 @@
 """Attention: how large QKᵀ really is per layer and head, how peaked the softmax gets, one head and one token up close."""
 import streamlit as st
 
-from inspector.analyses import attention
-from pages import _common
+from inspector.analyses import attention, decoder_signals
+from pages import _common, _render
 
 ctx = _common.page_context()
 _common.page_header(
@@ -44,6 +44,11 @@ with _common.guard("the attention statistics") as first:
 
 if first.failed:  # e.g. an empty text: the message above says what to do; nothing below can be drawn
     st.stop()
+
+st.subheader("Attention sinks")
+with _common.guard("the attention sinks"):
+    sig = _render.run_registered("decoder_signals", lm, ctx.text, ctx.text_pair, {})
+    _render.render_blocks(decoder_signals.sink_blocks(sig), key_prefix="attn_sinks")
 
 st.subheader("One head: its attention pattern")
 with _common.guard("the attention pattern"):
