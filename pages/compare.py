@@ -27,7 +27,7 @@ masking = c2.radio("Masked LMs: positions compared", [compare.MASKING_EACH, comp
                    key="cmp_masking", persist_state="session",
                    format_func={compare.MASKING_EACH: "every token, masked in turn",
                                 compare.MASKING_SEEDED: "seeded 15 %"}.get)
-st.caption(f"A = **{lm_a.spec}**, B = **{spec_b or '—'}**, on the sidebar's text.")
+st.caption(f"A = **{_common.md_literal(lm_a.spec)}**, B = **{_common.md_literal(spec_b or '—')}**, on the sidebar's text.")
 if not spec_b:
     st.info("Type the model B to compare with.")
     st.stop()
@@ -40,12 +40,12 @@ with _common.guard(f"loading model B '{spec_b}'"):
     st.subheader("What was compared")
     st.markdown("\n".join(f"- {line}" for line in rep.comparable) or "Nothing could be compared.")
     for note in rep.notes:
-        st.caption(note)
+        st.caption(_common.md_literal(note))
 
     st.subheader("Predictions")
     div = rep.divergence
     if div is None:
-        st.info(f"Per-token divergence: {rep.divergence_unavailable_reason}.")
+        st.info(f"Per-token divergence: {_common.md_literal(rep.divergence_unavailable_reason)}.")
     else:
         c = st.columns(5)
         c[0].metric("Perplexity A", f"{div.perplexity_a:.4g}")
@@ -66,7 +66,7 @@ with _common.guard(f"loading model B '{spec_b}'"):
     st.subheader("Loss per word")
     words = rep.words
     if words is None:
-        st.info(f"Loss per word: {rep.words_unavailable_reason}.")
+        st.info(f"Loss per word: {_common.md_literal(rep.words_unavailable_reason)}.")
     else:
         c = st.columns(2)
         c[0].metric("Bits per byte A", f"{words.bits_per_byte_total_a:.4f}")
@@ -78,7 +78,7 @@ with _common.guard(f"loading model B '{spec_b}'"):
 
     st.subheader("Parameters")
     if rep.drift is None:
-        st.info(f"Parameter drift: {rep.drift_unavailable_reason}.")
+        st.info(f"Parameter drift: {_common.md_literal(rep.drift_unavailable_reason)}.")
     else:
         d = rep.drift
         c = st.columns(3)
@@ -93,7 +93,7 @@ with _common.guard(f"loading model B '{spec_b}'"):
                      hide_index=True, key="cmp_drift_table")
     emb = rep.embedding_drift
     if emb is None:
-        st.info(f"Embedding drift: {rep.embedding_drift_unavailable_reason}.")
+        st.info(f"Embedding drift: {_common.md_literal(rep.embedding_drift_unavailable_reason)}.")
     else:
         c = st.columns(2)
         c[0].metric("Mean cosine of token rows A vs B", f"{emb.mean_cosine:.4f}")
@@ -105,7 +105,7 @@ with _common.guard(f"loading model B '{spec_b}'"):
 
     st.subheader("Attention scale")
     if rep.attention is None:
-        st.info(f"σ(QKᵀ): {rep.attention_unavailable_reason}.")
+        st.info(f"σ(QKᵀ): {_common.md_literal(rep.attention_unavailable_reason)}.")
     else:
         _common.chart("attention_comparison_heatmaps", rep.attention, st_key="cmp_attn")
         _common.show_fidelity(ctx)

@@ -176,6 +176,7 @@ class NSPResult:
     p_not_next: float
     prediction: str  # "IsNext" | "NotNext"
     loss_if_next: float  # −log P(IsNext): the NSP loss if B really follows A
+    truncated: bool = False  # the pair was longer than the context: cut (longest sentence first)
 
 
 @dataclass
@@ -707,7 +708,7 @@ def next_sentence(lm, text_a: str, text_b: str) -> NSPResult:
             "Load a checkpoint saved with BertForPreTraining (MLM + NSP heads).")
     if text_b is None or not str(text_b).strip():
         raise InputError("The second sentence is empty.", "Type the sentence that might follow the first.")
-    enc = encode(lm, text_a, text_b, truncate=False)
+    enc = encode(lm, text_a, text_b)  # too long: cut like every other analysis, `truncated` says so
     with torch.inference_mode():
         out = lm.model(**{k: v.to(lm.device) for k, v in enc.batch().items()})
     logits = out.seq_relationship_logits[0].float().cpu().double()
@@ -724,6 +725,7 @@ def next_sentence(lm, text_a: str, text_b: str) -> NSPResult:
         p_not_next=float(p[1]),
         prediction="IsNext" if p[0] >= p[1] else "NotNext",
         loss_if_next=float(-logp[0]),
+        truncated=bool(enc.truncated),
     )
 
 
