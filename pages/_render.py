@@ -60,7 +60,8 @@ def render_blocks(blocks, *, key_prefix: str) -> None:
     metrics = [b for b in blocks if isinstance(b, contract.Metric)]
     if metrics:
         for col, m in zip(st.columns(len(metrics)), metrics):
-            col.metric(m.label, md_literal(m.value) if isinstance(m.value, str) else m.formatted(), help=md_literal(m.help) if m.help else None)
+            value = md_literal(m.value) if isinstance(m.value, str) else m.formatted()  # a token, a name: literal
+            col.metric(m.label, value, help=md_literal(m.help) if m.help else None)
     n_chart = n_table = 0
     for b in blocks:
         if isinstance(b, contract.Note):

@@ -66,13 +66,22 @@ def new_app(**state) -> AppTest:
     return at
 
 
+def shown(markdown: str) -> str:
+    """The text a reader sees of a message quoted with md_literal (backslash escapes and joiners removed)."""
+    import re
+
+    from inspector.escaping import WORD_JOINER
+
+    return re.sub(r"\\([!-/:-@\[-`{-~])", r"\1", markdown).replace(WORD_JOINER, "")
+
+
 def snapshot(at: AppTest) -> dict:
     """What a page showed, as plain values."""
     return {
         "exceptions": [e.value for e in at.exception],
-        "errors": [e.value for e in at.error],
-        "infos": [e.value for e in at.info],
-        "warnings": [e.value for e in at.warning],
+        "errors": [shown(e.value) for e in at.error],
+        "infos": [shown(e.value) for e in at.info],
+        "warnings": [shown(e.value) for e in at.warning],
         "titles": [t.value for t in at.title],
         "metrics": {m.label: m.value for m in at.metric},
         "dataframes": [d.value for d in at.dataframe],
