@@ -20,7 +20,8 @@ pytestmark = pytest.mark.browser
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1", "[::1]"}
 LOCAL_SCHEMES = {"data", "blob", "about", "chrome", "chrome-extension", "devtools"}
 # a model name no loader accepts (too many slashes for a hub id), quoted back verbatim in the error
-HOSTILE = "**bold** _em_ [link](http://example.com/x) $x^2$ <b>tag</b> `code` :material/home: ~~gone~~ www.example.org me@example.com"
+HOSTILE = ("**bold** _em_ [link](http://example.com/x) $x^2$ <b>tag</b> `code` :material/home: ~~gone~~ "
+           "www.example.org me@example.com")
 
 
 @pytest.fixture(scope="module")

@@ -406,28 +406,8 @@ def _format_count(n: int) -> str:
     return format_count(n)
 
 
-def test_eight_concurrent_sessions_get_their_own_results(spec, lm):
-    """Eight AppTest sessions (each its own script thread, one shared cached model) run the Token loss
-    page on eight different texts at once; each shows the perplexity the library computes serially."""
-    if not lm.is_causal:
-        pytest.skip("needs a causal default model")
-    from concurrent.futures import ThreadPoolExecutor
-
-    from inspector.analyses import loss
-
-    texts = [f"Session {i}: the function returns {'a list of ' * (i + 1)}strings when called." for i in range(8)]
-    expected = [f"{loss.causal_token_loss(lm, t).perplexity:.4f}" for t in texts]
-
-    def session(text: str) -> tuple[list, str]:
-        at = new_app(text=text)
-        at.switch_page("pages/token_loss.py").run(timeout=180)
-        return [e.value for e in [*at.exception, *at.error]], {m.label: m.value for m in at.metric}.get("Perplexity")
-
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        results = list(pool.map(session, texts))
-    for (problems, shown), want in zip(results, expected):
-        assert not problems
-        assert shown == want
+# Eight concurrent sessions across every page: tests/app/test_concurrent_sessions.py (real browsers against one
+# server; AppTest sessions in threads share one process-wide runtime object and sometimes came back empty).
 
 
 def test_compare_page_and_cli_give_the_same_figures(tour, spec, tmp_path):
