@@ -517,8 +517,8 @@ def analysed_part(enc: Encoded) -> tuple[Encoded, int]:
     """`enc` with its text (and second sentence) cut where the kept tokens end, when it was truncated.
 
     Every section then analyses the same tokens: a 100 000-character text costs what its first
-    context-length of tokens costs (the loss is not scored beyond them, the report does not carry
-    the rest). Also returns the number of characters of the text as given.
+    context-length of tokens costs (the loss is not scored beyond them). Also returns the number of
+    characters of the text as given.
     """
     given = len(enc.text)
     if not enc.truncated:
@@ -548,7 +548,8 @@ def build_report(lm: LoadedModel, text: str, *, sections: Iterable[str] = SECTIO
     t_start = time.perf_counter()
     names = _check_sections(sections, SECTIONS)
     used = _settings(settings)
-    enc, given = analysed_part(encode(lm, text, text_pair, max_tokens=used["max_tokens"], truncate=True))
+    given_enc = encode(lm, text, text_pair, max_tokens=used["max_tokens"], truncate=True)
+    enc, given = analysed_part(given_enc)  # the report keeps the text as given; the sections see the kept part
     ctx: dict[str, Any] = {"n_characters_given": given}
     out: dict[str, Section] = {}
     for i, name in enumerate(names):
@@ -558,8 +559,8 @@ def build_report(lm: LoadedModel, text: str, *, sections: Iterable[str] = SECTIO
     if progress is not None:
         progress("done", 1.0)
     return Report(
-        schema_version=SCHEMA_VERSION, kind="model", created_utc=_now_utc(), text=enc.text,
-        text_pair=enc.text_pair, model=lm.describe(), settings=used, versions=library_versions(),
+        schema_version=SCHEMA_VERSION, kind="model", created_utc=_now_utc(), text=given_enc.text,
+        text_pair=given_enc.text_pair, model=lm.describe(), settings=used, versions=library_versions(),
         sections=out, seconds=round(time.perf_counter() - t_start, 3))
 
 
@@ -575,7 +576,8 @@ def build_comparison_report(lm_a: LoadedModel, lm_b: LoadedModel, text: str, *, 
 
     t_start = time.perf_counter()
     used = _settings(settings)
-    enc, given = analysed_part(encode(lm_a, text, text_pair, max_tokens=used["max_tokens"], truncate=True))
+    given_enc = encode(lm_a, text, text_pair, max_tokens=used["max_tokens"], truncate=True)
+    enc, given = analysed_part(given_enc)  # the report keeps the text as given; the sections see the kept part
     steps = [("overview", lambda: _run_overview(lm_a, enc, used, {"n_characters_given": given})),
              ("compare", lambda: _run_compare(lm_a, lm_b, enc, compare_kwargs))]
     out: dict[str, Section] = {}
@@ -586,8 +588,8 @@ def build_comparison_report(lm_a: LoadedModel, lm_b: LoadedModel, text: str, *, 
     if progress is not None:
         progress("done", 1.0)
     return Report(
-        schema_version=SCHEMA_VERSION, kind="comparison", created_utc=_now_utc(), text=enc.text,
-        text_pair=enc.text_pair, model=lm_a.describe(), model_b=lm_b.describe(), settings=used,
+        schema_version=SCHEMA_VERSION, kind="comparison", created_utc=_now_utc(), text=given_enc.text,
+        text_pair=given_enc.text_pair, model=lm_a.describe(), model_b=lm_b.describe(), settings=used,
         versions=library_versions(), sections=out, seconds=round(time.perf_counter() - t_start, 3))
 
 

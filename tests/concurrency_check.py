@@ -95,7 +95,14 @@ def _set_text(drv, text: str) -> None:
     from selenium.webdriver.common.by import By
     from selenium.webdriver.common.keys import Keys
 
-    area = drv.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] textarea')
+    deadline = time.monotonic() + 180  # under load the sidebar may still be drawing when the title shows
+    while True:
+        found = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stSidebar"] textarea')
+        if found or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert found, "the sidebar's text area never appeared"
+    area = found[0]
     area.click()
     area.send_keys(Keys.CONTROL, "a")
     area.send_keys(Keys.DELETE)

@@ -68,6 +68,9 @@ def _tour_in_own_browser(url: str, text: str) -> dict[str, str]:
     drv = _driver()
     try:
         return tour(drv, url, text)
+    except Exception:
+        drv.save_screenshot(str(SHOTS / f"concurrent-failure-{TEXTS.index(text)}.png"))
+        raise
     finally:
         drv.quit()
 
