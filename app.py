@@ -7,7 +7,9 @@ import streamlit as st
 
 from pages import _common
 
-st.set_page_config(page_title="inspector", page_icon=":material/biotech:", layout="wide")
+# An emoji page icon: Streamlit draws it as an inline SVG data: URL. A ":material/...:" page icon would make every
+# browser fetch an SVG from fonts.gstatic.com (the app must make no request outside its own server).
+st.set_page_config(page_title="inspector", page_icon="🔬", layout="wide")
 
 PAGES = [
     st.Page("pages/overview.py", title="Overview", icon=":material/info:", default=True),

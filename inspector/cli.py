@@ -22,8 +22,9 @@ from typing import Callable, TextIO
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 DEFAULT_MODEL = "bundled:gpt2-mini"  # same as inspector.bundled.DEFAULT_MODEL (checked by a test)
-# One user at a terminal: the web app's text limit does not apply (long texts are scored with the
-# sliding window). Set before inspector.inputs is imported, which reads it once.
+# One user at a terminal: the web app's 20 000-character limit does not apply; report and compare analyse
+# the first context-length of tokens and say so on stderr, perplexity scores the whole text with a
+# sliding window. Set before inspector.inputs is imported, which reads it once.
 CLI_MAX_TEXT_CHARS = "2000000"
 
 
@@ -332,6 +333,25 @@ def _check_text(args, text: str) -> None:
         clean_text(args.text_pair, what="second sentence")
 
 
+def _say_truncation(lm, text: str, text_pair: str | None, settings: dict, bar: ProgressBar) -> None:
+    """On stderr, whatever --quiet says: the report analyses only the first tokens of a text longer than the context."""
+    from .inputs import encode
+    from .report import _settings
+
+    enc = encode(lm, text, text_pair, max_tokens=_settings(settings)["max_tokens"], truncate=True)
+    if not enc.truncated:
+        return
+    from .report import analysed_part
+
+    kept, _ = analysed_part(enc)
+    total = len(lm.tokenizer(text, text_pair, add_special_tokens=True, verbose=False)["input_ids"])
+    chars = f"{len(kept.text):,} of {len(enc.text):,} characters"
+    if enc.text_pair:
+        chars += f" and {len(kept.text_pair or ''):,} of {len(enc.text_pair):,} of the second sentence"
+    bar.message(f"warning: the text has {total:,} tokens and {lm.spec} reads at most {enc.n_tokens:,}: the report "
+                f"analyses the first {enc.n_tokens:,} tokens kept ({chars}); the rest is left out.")
+
+
 def cmd_report(args) -> int:
     t0 = time.perf_counter()
     text = _read_text(args)
@@ -346,6 +366,7 @@ def cmd_report(args) -> int:
     _prepare_runtime(args)
     lm = _load(args.model, args, bar)
     _auto_threads(args, lm)
+    _say_truncation(lm, text, args.text_pair, settings, bar)
     report = build_report(lm, text, sections=sections, settings=settings, text_pair=args.text_pair,
                           progress=_section_progress(bar, 0.1, 0.85))
     bar("writing", 0.97)
@@ -368,6 +389,7 @@ def cmd_compare(args) -> int:
     lm_a = _load(args.model_a, args, bar)
     lm_b = _load(args.model_b, args, bar, 0.1)
     _auto_threads(args, lm_a, lm_b)
+    _say_truncation(lm_a, text, args.text_pair, settings, bar)
     report = build_comparison_report(lm_a, lm_b, text, settings=settings, text_pair=args.text_pair,
                                      progress=_section_progress(bar, 0.2, 0.75))
     bar("writing", 0.97)

@@ -99,7 +99,8 @@ def encode(lm, text: str, text_pair: str | None = None, *, max_tokens: int | Non
     truncated = len(ids) > limit
     if truncated and not truncate:
         raise ResourceLimitError(f"The text has {len(ids)} tokens; this model reads at most {limit}.",
-                                 "Shorten the text or use the sliding-window scorer.")
+                                 "Shorten the text (the CLI's `python -m inspector perplexity` scores long "
+                                 "texts with a sliding window).")
     if truncated:
         enc = tok(text, text_pair, return_offsets_mapping=True, return_special_tokens_mask=True,
                   return_token_type_ids=lm.family == "bert", truncation=True, max_length=limit)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
 import socket
 import threading
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from . import capture, families
+from . import capture, checkpoint_checks, families
 from .errors import (
     CorruptCheckpointError,
     HubUnreachableError,
@@ -236,54 +237,11 @@ def resolve_dtype(dtype: str | torch.dtype, device: torch.device) -> torch.dtype
 
 
 # --------------------------------------------------------------------------- safety checks
+# (inspector/checkpoint_checks.py: files, safetensors headers, config, tokenizer config, memory)
 
 
-def _check_local_weights(folder: Path, allow_pickle: bool) -> Path | None:
-    """Refuse folders without safe weights; return the weights file used (for the content hash)."""
-    if not folder.is_dir():
-        raise ModelNotFoundError(f"Folder '{folder}' does not exist.")
-    if not (folder / "config.json").is_file():
-        raise ModelNotFoundError(f"Folder '{folder}' has no config.json: it is not a save_pretrained folder.")
-    safetensors = sorted(folder.glob("*.safetensors"))
-    pickles = sorted(p for pat in ("*.bin", "*.pt", "*.pth", "*.ckpt") for p in folder.glob(pat))
-    if safetensors:
-        for f in safetensors:
-            _check_safetensors_header(f)
-        return safetensors[0]
-    if pickles:
-        if not allow_pickle:
-            raise UnsafeWeightsError(f"'{folder}' holds only pickle weights ({pickles[0].name}), no safetensors file.")
-        return pickles[0]
-    raise CorruptCheckpointError(f"'{folder}' has a config.json but no weights file (*.safetensors).",
-                                 "Save the model with model.save_pretrained(folder) so the weights are written too.")
-
-
-def _check_safetensors_header(path: Path) -> None:
-    """Catch truncated files early with a clear message instead of a deep loader error."""
-    import json
-    import struct
-
-    size = path.stat().st_size
-    try:
-        with open(path, "rb") as fh:
-            (header_len,) = struct.unpack("<Q", fh.read(8))
-            if header_len <= 0 or 8 + header_len > size:
-                raise ValueError("header longer than file")
-            header = json.loads(fh.read(header_len))
-    except (struct.error, ValueError, UnicodeDecodeError) as exc:
-        raise CorruptCheckpointError(f"'{path.name}' is not a valid safetensors file ({exc}).") from None
-    end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    if 8 + header_len + end > size:
-        raise CorruptCheckpointError(
-            f"'{path.name}' is truncated: {size} bytes on disk, {8 + header_len + end} expected.")
-
-
-def _check_config(config) -> None:
-    if getattr(config, "auto_map", None):
-        raise RemoteCodeError(
-            f"The config of this checkpoint (model_type '{config.model_type}') asks for trust_remote_code: "
-            "it would run Python code shipped with the checkpoint.")
-    families.family_of(config)  # "not supported yet" for everything outside the table
+_check_local_weights = checkpoint_checks.check_local_weights
+_check_config = checkpoint_checks.check_config
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -406,6 +364,9 @@ def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
     except (OSError, KeyError) as exc:
         raise CorruptCheckpointError(f"Cannot read config.json of '{spec}': {str(exc).splitlines()[0]}") from None
     _check_config(config)
+    if parsed.source != "hub":
+        checkpoint_checks.check_tokenizer_config(Path(location))
+    checkpoint_checks.check_memory(config, spec, torch_dtype, dev, device_map=device_map)
 
     auto_cls, kind = _auto_class_for(config)
     load_kwargs = dict(
@@ -422,6 +383,9 @@ def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
     try:
         model = _from_pretrained(auto_cls.from_pretrained, **load_kwargs)
         tokenizer = _from_pretrained(AutoTokenizer.from_pretrained)
+        checkpoint_checks.check_tokenizer_settings(getattr(tokenizer, "init_kwargs", {}) or {}, spec)
+    except pickle.UnpicklingError as exc:  # allow_pickle: torch.load(weights_only=True) refused the file
+        raise checkpoint_checks.pickle_refused(spec, exc) from None
     except torch.OutOfMemoryError:
         release_memory()
         raise OutOfMemoryError(f"Not enough device memory to load '{spec}' in {torch_dtype}.") from None

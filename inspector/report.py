@@ -68,6 +68,9 @@ DEFAULT_SETTINGS: dict[str, Any] = {
     "foundations_corpus": "bundled",  # token frequencies / co-occurrences for the claims: "bundled" or "text"
     "embeddings_neighbours": 5,  # how many tokens of the text get a nearest-neighbour list
     "embeddings_k": 8,
+    # token × token cosines of every layer, (L + 1) × T × T values, kept only up to this many tokens
+    # (12 layers × 1 024 tokens would be 13 M numbers); the HTML report draws the last layer up to 64
+    "embeddings_cosine_max_tokens": 128,
     "embeddings_clusters": 0,  # k-means clusters of frequent tokens (0: skip; costs seconds)
     "attribution_method": "integrated_gradients",
     "attribution_target": "auto",
@@ -294,7 +297,7 @@ def _part(results: dict, name: str, fn: Callable[[], Any]) -> None:
 
 def _run_overview(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
     return {"overview": Overview(
-        n_characters=len(enc.text),
+        n_characters=ctx.get("n_characters_given", len(enc.text)),  # as given, before any cut
         n_tokens=enc.n_tokens,
         tokens=list(enc.tokens),
         token_ids=enc.input_ids[0].cpu().numpy().astype(np.int64),
@@ -380,7 +383,8 @@ def _run_embeddings(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) ->
     _part(out, "positions", lambda: emb.position_embeddings(lm))
     _part(out, "segments", lambda: emb.segment_embeddings(lm))
     _part(out, "output_embeddings", lambda: emb.output_embeddings(lm))
-    _part(out, "contextual", lambda: emb.contextual_embeddings(lm, enc))
+    keep = enc.n_tokens <= int(settings["embeddings_cosine_max_tokens"])
+    _part(out, "contextual", lambda: emb.contextual_embeddings(lm, enc, keep_token_cosine=keep))
     n_nb = int(settings["embeddings_neighbours"])
     if n_nb > 0:
         ids = _content_token_ids(enc, n_nb)
@@ -510,6 +514,26 @@ def _now_utc() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def analysed_part(enc: Encoded) -> tuple[Encoded, int]:
+    """`enc` with its text (and second sentence) cut where the kept tokens end, when it was truncated.
+
+    Every section then analyses the same tokens: a 100 000-character text costs what its first
+    context-length of tokens costs (the loss is not scored beyond them). Also returns the number of
+    characters of the text as given.
+    """
+    given = len(enc.text)
+    if not enc.truncated:
+        return enc, given
+    segment = (enc.token_type_ids[0].tolist() if enc.token_type_ids is not None and enc.text_pair
+               else [0] * enc.n_tokens)
+    ends = {0: 0, 1: 0}
+    for (start, end), special, seg in zip(enc.offsets, enc.special, segment):
+        if not special and end > start:
+            ends[int(seg) if seg in (0, 1) else 0] = max(ends[int(seg) if seg in (0, 1) else 0], int(end))
+    pair = enc.text_pair[:ends[1]] if enc.text_pair and ends[1] > 0 else enc.text_pair
+    return dataclasses.replace(enc, text=enc.text[:ends[0]] if ends[0] > 0 else enc.text, text_pair=pair), given
+
+
 def build_report(lm: LoadedModel, text: str, *, sections: Iterable[str] = SECTIONS, settings: dict | None = None,
                  progress: Callable[[str, float], None] | None = None, text_pair: str | None = None,
                  strict: bool = False) -> Report:
@@ -525,8 +549,9 @@ def build_report(lm: LoadedModel, text: str, *, sections: Iterable[str] = SECTIO
     t_start = time.perf_counter()
     names = _check_sections(sections, SECTIONS)
     used = _settings(settings)
-    enc = encode(lm, text, text_pair, max_tokens=used["max_tokens"], truncate=True)
-    ctx: dict[str, Any] = {}
+    given_enc = encode(lm, text, text_pair, max_tokens=used["max_tokens"], truncate=True)
+    enc, given = analysed_part(given_enc)  # the report keeps the text as given; the sections see the kept part
+    ctx: dict[str, Any] = {"n_characters_given": given}
     out: dict[str, Section] = {}
     for i, name in enumerate(names):
         if progress is not None:
@@ -535,8 +560,8 @@ def build_report(lm: LoadedModel, text: str, *, sections: Iterable[str] = SECTIO
     if progress is not None:
         progress("done", 1.0)
     return Report(
-        schema_version=SCHEMA_VERSION, kind="model", created_utc=_now_utc(), text=enc.text,
-        text_pair=enc.text_pair, model=lm.describe(), settings=used, versions=library_versions(),
+        schema_version=SCHEMA_VERSION, kind="model", created_utc=_now_utc(), text=given_enc.text,
+        text_pair=given_enc.text_pair, model=lm.describe(), settings=used, versions=library_versions(),
         sections=out, seconds=round(time.perf_counter() - t_start, 3))
 
 
@@ -552,8 +577,9 @@ def build_comparison_report(lm_a: LoadedModel, lm_b: LoadedModel, text: str, *, 
 
     t_start = time.perf_counter()
     used = _settings(settings)
-    enc = encode(lm_a, text, text_pair, max_tokens=used["max_tokens"], truncate=True)
-    steps = [("overview", lambda: _run_overview(lm_a, enc, used, {})),
+    given_enc = encode(lm_a, text, text_pair, max_tokens=used["max_tokens"], truncate=True)
+    enc, given = analysed_part(given_enc)  # the report keeps the text as given; the sections see the kept part
+    steps = [("overview", lambda: _run_overview(lm_a, enc, used, {"n_characters_given": given})),
              ("compare", lambda: _run_compare(lm_a, lm_b, enc, compare_kwargs))]
     out: dict[str, Section] = {}
     for i, (name, fn) in enumerate(steps):
@@ -563,8 +589,8 @@ def build_comparison_report(lm_a: LoadedModel, lm_b: LoadedModel, text: str, *, 
     if progress is not None:
         progress("done", 1.0)
     return Report(
-        schema_version=SCHEMA_VERSION, kind="comparison", created_utc=_now_utc(), text=enc.text,
-        text_pair=enc.text_pair, model=lm_a.describe(), model_b=lm_b.describe(), settings=used,
+        schema_version=SCHEMA_VERSION, kind="comparison", created_utc=_now_utc(), text=given_enc.text,
+        text_pair=given_enc.text_pair, model=lm_a.describe(), model_b=lm_b.describe(), settings=used,
         versions=library_versions(), sections=out, seconds=round(time.perf_counter() - t_start, 3))
 
 

@@ -413,7 +413,7 @@ def _html_embeddings(report: _r.Report, sec: _r.Section) -> str:
         items = [svg.line_chart({"mean cosine between tokens": (range(L1), c.mean_pairwise_cosine),
                                  "cosine with final layer": (range(L1), c.mean_self_sim_final)},
                                 title="contextual embeddings by layer", x_label="layer (0 = embeddings)")]
-        if len(c.tokens) <= 64:
+        if len(c.tokens) <= 64 and c.token_cosine is not None:
             items.append(svg.heatmap(c.token_cosine[-1], row_labels=_vis(c.tokens), col_labels=_vis(c.tokens),
                                      scale="diverging", vmin=-1.0, vmax=1.0, title="token × token cosine, last layer"))
         return _charts(*items)

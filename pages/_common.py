@@ -30,6 +30,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from inspector import bundled, models  # noqa: E402
 from inspector.errors import InspectorError, NotAvailableError  # noqa: E402
+from inspector.escaping import md_literal  # noqa: E402,F401  (the one helper that quotes user input in Markdown)
 
 log = logging.getLogger("inspector.app")
 
@@ -112,11 +113,12 @@ class guard(contextlib.ContextDecorator):
             return False
         self.failed, self.error = True, exc
         if isinstance(exc, NotAvailableError):
-            (self.container or st).info(exc.user_message())
+            (self.container or st).info(md_literal(exc.user_message()))
             return True
         if not isinstance(exc, InspectorError):
             log.exception("unexpected error while computing %s", self.what)
-        (self.container or st).error(error_message(exc, self.what))
+        # messages quote what the user typed (a model name, a token, a path): shown literally, never as Markdown
+        (self.container or st).error(md_literal(error_message(exc, self.what)))
         return True
 
 
@@ -623,7 +625,7 @@ def encoder_only_note(lm: models.LoadedModel, what: str) -> bool:
     """Show the standard note and return True when `lm` has no language-model head."""
     if lm.is_causal or lm.has_mlm_head:
         return False
-    st.info(f"{what} is not available for an encoder-only model: {lm.architecture} ({lm.spec}) has no "
+    st.info(f"{what} is not available for an encoder-only model: {lm.architecture} ({md_literal(lm.spec)}) has no "
             "language-model head. Pick bundled:gpt2-mini (causal LM) or a BERT checkpoint saved with its "
             "masked-LM head in the sidebar.")
     return True
@@ -672,6 +674,14 @@ def attribution_positions(enc, causal: bool) -> dict[int, str]:
         out = {i: f"{i}: {enc.tokens[i]!r}" for i in range(1, enc.n_tokens)}
         out[enc.n_tokens] = f"{enc.n_tokens}: the token after the text (model's top prediction)"
         return out
+    return {i: f"{i}: {enc.tokens[i]!r}" for i in range(enc.n_tokens) if not enc.special[i]}
+
+
+def gradient_positions(enc, causal: bool) -> dict[int, str]:
+    """position -> label of the positions the logit-gradient view accepts: causal, every token that
+    has a next one (0..T-2); masked LM, every token of the text(s) but the special ones ([CLS], [SEP])."""
+    if causal:
+        return {i: f"{i}: {enc.tokens[i]!r} → {enc.tokens[i + 1]!r}" for i in range(enc.n_tokens - 1)}
     return {i: f"{i}: {enc.tokens[i]!r}" for i in range(enc.n_tokens) if not enc.special[i]}
 
 

@@ -13,16 +13,9 @@ import streamlit as st
 
 from inspector import analysis as contract
 from inspector import plots
+from inspector.escaping import md_literal
 from inspector.models import LoadedModel
 from pages import _common
-
-
-_MD_SPECIAL = set("\\`*_{}[]()#+-.!|$<>~:")
-
-
-def md_literal(text: str) -> str:
-    """`text` escaped so that Streamlit's Markdown shows it literally (a model name, a user's text)."""
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in str(text))
 
 
 def settings_widgets(a: contract.Analysis, *, key_prefix: str = "") -> dict:
@@ -67,20 +60,21 @@ def render_blocks(blocks, *, key_prefix: str) -> None:
     metrics = [b for b in blocks if isinstance(b, contract.Metric)]
     if metrics:
         for col, m in zip(st.columns(len(metrics)), metrics):
-            col.metric(m.label, m.formatted(), help=m.help or None)
+            value = md_literal(m.value) if isinstance(m.value, str) else m.formatted()  # a token, a name: literal
+            col.metric(m.label, value, help=md_literal(m.help) if m.help else None)
     n_chart = n_table = 0
     for b in blocks:
         if isinstance(b, contract.Note):
-            {"info": st.info, "warning": st.warning}.get(b.level, st.caption)(b.text)
+            {"info": st.info, "warning": st.warning}.get(b.level, st.caption)(md_literal(b.text))
         elif isinstance(b, contract.Chart):
             _common.chart("chart_figure", b, st_key=f"{key_prefix}_chart{n_chart}")
             n_chart += 1
         elif isinstance(b, contract.Table):
-            st.markdown(f"**{b.title}**")
+            st.markdown(f"**{md_literal(b.title)}**")
             st.dataframe([dict(zip(b.columns, row)) for row in b.rows], hide_index=True,
                          key=f"{key_prefix}_table{n_table}")
             if b.note:
-                st.caption(b.note)
+                st.caption(md_literal(b.note))
             n_table += 1
         elif isinstance(b, contract.ColouredTokens):
             st.html(plots.colored_tokens_html(list(b.tokens), list(b.values), signed=b.signed,

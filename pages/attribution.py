@@ -14,7 +14,7 @@ _common.page_header(
 if _common.encoder_only_note(lm, "Attribution of a prediction"):
     st.stop()
 
-with _common.guard("the attribution settings"):
+with _common.guard("the attribution settings") as settings_guard:
     enc = _common.encoded(lm, ctx.text, ctx.text_pair)
     _common.truncation_note(enc)
     c1, c2, c3 = st.columns(3)
@@ -44,13 +44,15 @@ with _common.guard("the attribution settings"):
     steps = st.slider("Integration steps", 8, 256, 32, step=8, key="attr_steps", persist_state="session",
                       disabled=method != "integrated_gradients",
                       help="More steps: smaller convergence delta, slower (one forward + backward per step).")
+if settings_guard.failed:  # e.g. a blank text: the message is shown, nothing else can run
+    st.stop()
 
 with _common.guard("the attribution"):
     label = attribution.METHOD_LABELS[method]
     with st.spinner(f"Running {label}" + (f" with {steps} steps" if method == "integrated_gradients" else "") + "…"):
         res = _common.run(attribution.attribute, lm, ctx.text, method=method, target=target, position=position,
                           target_token=target_token, baseline=baseline, steps=int(steps), text_pair=ctx.text_pair)
-    st.markdown(f"**Explained:** {res.target} — *{res.units}*")
+    st.markdown(f"**Explained:** {_common.md_literal(res.target)} — *{_common.md_literal(res.units)}*")
     c = st.columns(4)
     c[0].metric("f(input)", f"{res.f_input:.4f}")
     if res.f_baseline is not None:
@@ -60,7 +62,7 @@ with _common.guard("the attribution"):
         rel = res.relative_delta
         c[3].metric("Delta relative to f(input) − f(baseline)", "—" if rel is None else f"{rel:.2%}")
     for note in ([res.message] if res.message else []) + list(res.notes):
-        st.caption(note)
+        st.caption(_common.md_literal(note))
     skip = [bool(s) for s in res.special]
     st.html(plots.colored_tokens_html(res.tokens, res.scores, signed=res.scores_signed, value_name="attribution",
                                       skip=skip))

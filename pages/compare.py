@@ -34,7 +34,7 @@ if not other:
     st.info("Type the second model to compare with.")
     st.stop()
 spec_a, spec_b = _common.ordered_pair(lm_side.spec, other, swap)
-st.markdown(f"**A** = `{spec_a}` → **B** = `{spec_b}`, on the sidebar's text.")
+st.markdown(f"**A** = {_common.md_literal(spec_a)} → **B** = {_common.md_literal(spec_b)}, on the sidebar's text.")
 
 with _common.guard(f"loading the model '{other}'"):
     lm_other = _common.load_model(other, ctx.inputs.device, ctx.inputs.dtype)
@@ -68,11 +68,11 @@ with _common.guard(f"loading the model '{other}'"):
         st.markdown("\n".join(f"- {line}" for line in rep.comparable) or
                     "Nothing could be compared: the reasons are listed under each part below.")
         for note in rep.notes:
-            st.caption(note)
+            st.caption(_common.md_literal(note))
 
     st.subheader("Predictions")
     if div is None:
-        st.info(f"Per-token divergence: {rep.divergence_unavailable_reason}.")
+        st.info(f"Per-token divergence: {_common.md_literal(rep.divergence_unavailable_reason)}.")
     else:
         c = st.columns(5)
         c[0].metric("Perplexity A", perplexity.value(div.perplexity_a), help=perplexity.describe(div, "a"))
@@ -95,7 +95,7 @@ with _common.guard(f"loading the model '{other}'"):
     st.subheader("Loss per word")
     words = rep.words
     if words is None:
-        st.info(f"Loss per word: {rep.words_unavailable_reason}.")
+        st.info(f"Loss per word: {_common.md_literal(rep.words_unavailable_reason)}.")
     else:
         c = st.columns(2)
         c[0].metric("Bits per byte A", f"{words.bits_per_byte_total_a:.4f}")
@@ -107,7 +107,7 @@ with _common.guard(f"loading the model '{other}'"):
 
     st.subheader("Parameters")
     if d is None:
-        st.info(f"Parameter drift: {rep.drift_unavailable_reason}.")
+        st.info(f"Parameter drift: {_common.md_literal(rep.drift_unavailable_reason)}.")
     else:
         c = st.columns(3)
         c[0].metric("Relative change ‖ΔΘ‖/‖Θ_A‖", f"{d.total_rel_change:.4g}")
@@ -121,7 +121,7 @@ with _common.guard(f"loading the model '{other}'"):
                      hide_index=True, key="cmp_drift_table")
     emb = rep.embedding_drift
     if emb is None:
-        st.info(f"Embedding drift: {rep.embedding_drift_unavailable_reason}.")
+        st.info(f"Embedding drift: {_common.md_literal(rep.embedding_drift_unavailable_reason)}.")
     else:
         c = st.columns(2)
         c[0].metric("Mean cosine of token rows A vs B", f"{emb.mean_cosine:.4f}")
@@ -133,7 +133,7 @@ with _common.guard(f"loading the model '{other}'"):
 
     st.subheader("Attention scale")
     if rep.attention is None:
-        st.info(f"σ(QKᵀ): {rep.attention_unavailable_reason}.")
+        st.info(f"σ(QKᵀ): {_common.md_literal(rep.attention_unavailable_reason)}.")
     else:
         _common.chart("attention_comparison_heatmaps", rep.attention, st_key="cmp_attn")
         _common.show_fidelity(ctx)

@@ -96,7 +96,8 @@ with tab0, _common.guard("the cross-entropy identities"):
         pass
     else:
         li = _common.run(foundations.loss_identities, lm, ctx.text, spinner="Differentiating one prediction of the model…")
-        st.markdown(f"One {li.objective} prediction of **{li.target_token!r}** at position {li.position} "
+        target = _common.md_literal(repr(li.target_token))
+        st.markdown(f"One {li.objective} prediction of **{target}** at position {li.position} "
                     f"(P = {li.prob_target:.4f}, loss {li.loss:.4f} nats).")
         c = st.columns(4)
         c[0].metric("max |∂L/∂z − (P − onehot)|", f"{li.grad_max_abs_diff:.2g}")

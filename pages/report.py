@@ -60,7 +60,7 @@ with _common.guard("the report settings"):
                 "(a few seconds to a minute, depending on the model and the text).")
     else:
         built = stored[1]
-        st.success(f"Report built in {built['seconds']:.1f} s for {built['title']}.")
+        st.success(f"Report built in {built['seconds']:.1f} s for {_common.md_literal(built['title'])}.")
         st.dataframe(built["sections"], hide_index=True, key="report_sections_table")
         ext = {"html": "html", "json": "json", "md": "md"}[fmt]
         mime = {"html": "text/html", "json": "application/json", "md": "text/markdown"}[fmt]

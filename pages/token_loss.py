@@ -87,22 +87,29 @@ else:
                 c[0].metric("Prediction", nsp.prediction)
                 c[1].metric("P(IsNext)", f"{nsp.p_is_next:.4f}")
                 c[2].metric("NSP loss if B follows A (nats)", f"{nsp.loss_if_next:.4f}")
+                if nsp.truncated:
+                    st.warning(f"The sentence pair is longer than the model's context: it was cut to "
+                               f"{len(nsp.tokens)} tokens (the longer sentence first); only that part is scored.")
 
 st.subheader("Where the gradient goes")
 st.caption("∂L/∂logits by autograd against the closed form P − onehot at one position, and which embedding "
            "rows the gradient reaches.")
 with _common.guard("the gradient check"):
     enc = _common.encoded(lm, ctx.text, ctx.text_pair)
-    last = enc.n_tokens - 2  # causal: the last token has no next one; BERT: the last is [SEP]
-    if last < 1:
+    _common.truncation_note(enc)
+    options = _common.gradient_positions(enc, lm.is_causal)
+    if not options:
         st.info("The text is too short for the gradient view: use a longer text.")
     else:
-        pos = st.slider("Position", 0 if lm.is_causal else 1, last, min(last, max(1, enc.n_tokens // 2)),
-                        key="grad_pos", help="Causal LM: predict token position + 1. Masked LM: mask this position.")
+        positions = list(options)
+        pos = st.select_slider("Position", positions, value=positions[len(positions) // 2],
+                               format_func=options.get, key="grad_pos",
+                               help="Causal LM: predict the token after this position. Masked LM: mask this "
+                                    "position (special tokens such as [CLS] and [SEP] are not offered).")
         g = _common.run_on_text(loss.logit_gradient_check, lm, ctx.text, ctx.text_pair, int(pos),
                                 spinner="Differentiating the loss…")
         c = st.columns(4)
-        c[0].metric("Target token", repr(g.target_token))
+        c[0].metric("Target token", _common.md_literal(repr(g.target_token)))
         c[1].metric("P(target)", f"{g.prob_target:.4f}", help=f"loss {g.loss:.4f} nats")
         c[2].metric("max |autograd − (P − onehot)|", f"{g.logit_grad_max_abs_diff:.2g}")
         c[3].metric("cos(−∂L/∂w_target, h)", f"{g.target_row_cos_h:.4f}",

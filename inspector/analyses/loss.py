@@ -30,7 +30,7 @@ from ..tokens import text_tokens
 __all__ = [
     "CausalLossReport", "CorpusScore", "MaskedLossReport", "PLLReport", "NSPResult", "GradientCheck",
     "causal_token_loss", "score_corpus", "masked_lm_loss", "pseudo_log_likelihood", "next_sentence",
-    "logit_gradient_check",
+    "logit_gradient_check", "masking_split", "MaskingSplit",
     "REPLACED_BY_MASK", "REPLACED_BY_RANDOM", "KEPT_UNCHANGED",
 ]
 
@@ -179,6 +179,7 @@ class NSPResult:
     p_not_next: float
     prediction: str  # "IsNext" | "NotNext"
     loss_if_next: float  # −log P(IsNext): the NSP loss if B really follows A
+    truncated: bool = False  # the pair was longer than the context: cut (longest sentence first)
 
 
 @dataclass
@@ -564,6 +565,49 @@ def _random_vocab(lm) -> np.ndarray:
     return np.setdiff1d(np.arange(v), np.array(tok.all_special_ids, dtype=np.int64))
 
 
+def _choose_masking(lm, content: list[int], seed: int, mask_prob: float):
+    """BERT's seeded corruption of `content` token ids: (positions, kind, original ids, replacement ids), each (M,).
+
+    round(mask_prob · N) positions (at least one) without replacement; each becomes the mask token
+    (80 %), a random non-special token (10 %) or stays (10 %). Needs no forward pass.
+    """
+    n = len(content)
+    rng = np.random.default_rng(seed)
+    m = min(n, max(1, int(math.floor(mask_prob * n + 0.5))))
+    positions = np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
+    u = rng.random(m)
+    kind = np.where(u < 0.8, REPLACED_BY_MASK, np.where(u < 0.9, REPLACED_BY_RANDOM, KEPT_UNCHANGED)).astype(np.int64)
+    vocab = _random_vocab(lm)
+    random_ids = vocab[rng.integers(0, len(vocab), size=m)]
+    original = np.array(content, dtype=np.int64)[positions]
+    replacement = np.where(kind == REPLACED_BY_MASK, lm.tokenizer.mask_token_id,
+                           np.where(kind == REPLACED_BY_RANDOM, random_ids, original)).astype(np.int64)
+    return positions, kind, original, replacement
+
+
+@dataclass(frozen=True)
+class MaskingSplit:
+    """How `masked_lm_loss` would corrupt a text (same seed, same choice), counted without running the model."""
+
+    n_candidates: int  # content tokens of the text
+    n_chosen: int
+    n_mask: int
+    n_random: int
+    n_unchanged: int
+
+
+def masking_split(lm, text: str, seed: int = 0, mask_prob: float = 0.15) -> MaskingSplit:
+    """The 15 % / 80-10-10 choice `masked_lm_loss(lm, text, seed, mask_prob)` makes, without its forward passes."""
+    _require_mlm(lm, "Masked-LM masking")
+    text = clean_text(text, max_chars=max(len(text or ""), 1))
+    seed = check_int(seed, 0, 2 ** 63 - 1, "seed")
+    content, _ = _content_tokens(lm, text)
+    positions, kind, _, _ = _choose_masking(lm, content, seed, mask_prob)
+    return MaskingSplit(n_candidates=len(content), n_chosen=int(len(positions)),
+                        n_mask=int((kind == REPLACED_BY_MASK).sum()), n_random=int((kind == REPLACED_BY_RANDOM).sum()),
+                        n_unchanged=int((kind == KEPT_UNCHANGED).sum()))
+
+
 def masked_lm_loss(lm, text: str, seed: int = 0, mask_prob: float = 0.15, top_k: int = 5, *,
                    batch_size: int = 8) -> MaskedLossReport:
     """BERT's masked-LM loss with seeded 15 % / 80-10-10 masking of the non-special tokens.
@@ -582,17 +626,8 @@ def masked_lm_loss(lm, text: str, seed: int = 0, mask_prob: float = 0.15, top_k:
     tok = lm.tokenizer
     content, offsets = _content_tokens(lm, text)
     n = len(content)
-
-    rng = np.random.default_rng(seed)
-    m = min(n, max(1, int(math.floor(mask_prob * n + 0.5))))
-    positions = np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
-    u = rng.random(m)
-    kind = np.where(u < 0.8, REPLACED_BY_MASK, np.where(u < 0.9, REPLACED_BY_RANDOM, KEPT_UNCHANGED)).astype(np.int64)
-    vocab = _random_vocab(lm)
-    random_ids = vocab[rng.integers(0, len(vocab), size=m)]
-    original = np.array(content, dtype=np.int64)[positions]
-    replacement = np.where(kind == REPLACED_BY_MASK, tok.mask_token_id,
-                           np.where(kind == REPLACED_BY_RANDOM, random_ids, original)).astype(np.int64)
+    positions, kind, original, replacement = _choose_masking(lm, content, seed, mask_prob)
+    m = len(positions)
     corrupted = np.array(content, dtype=np.int64)
     corrupted[positions] = replacement
 
@@ -704,7 +739,7 @@ def next_sentence(lm, text_a: str, text_b: str) -> NSPResult:
             "Load a checkpoint saved with BertForPreTraining (MLM + NSP heads).")
     if text_b is None or not str(text_b).strip():
         raise InputError("The second sentence is empty.", "Type the sentence that might follow the first.")
-    enc = encode(lm, text_a, text_b, truncate=False)
+    enc = encode(lm, text_a, text_b)  # too long: cut like every other analysis, `truncated` says so
     with torch.inference_mode():
         out = lm.model(**{k: v.to(lm.device) for k, v in enc.batch().items()})
     logits = out.seq_relationship_logits[0].float().cpu().double()
@@ -721,6 +756,7 @@ def next_sentence(lm, text_a: str, text_b: str) -> NSPResult:
         p_not_next=float(p[1]),
         prediction="IsNext" if p[0] >= p[1] else "NotNext",
         loss_if_next=float(-logp[0]),
+        truncated=bool(enc.truncated),
     )
 
 

@@ -32,12 +32,15 @@ def test_guard_shows_readable_messages_and_lets_st_stop_through():
     at = AppTest.from_function(_guarded_app, default_timeout=60)
     at.run()
     assert not at.exception
-    errors = [e.value for e in at.error]
+    from test_pages import shown
+
+    assert at.error[0].value == "The text is empty\\.\n\nType some text\\."  # quoted literally (md_literal)
+    errors = [shown(e.value) for e in at.error]
     assert errors[0] == "The text is empty.\n\nType some text."
     assert "the second thing" in errors[1] and "ValueError: internal detail" in errors[1]
     assert "second line" not in errors[1] and "Traceback" not in errors[1]
     assert "a decorated function" in errors[2] and "KeyError" in errors[2]
-    assert [i.value for i in at.info] == ["Not available for an encoder-only model."]
+    assert [shown(i.value) for i in at.info] == ["Not available for an encoder-only model."]
     shown = [m.value for m in at.markdown]
     assert "still running" in shown and "never shown" not in shown
 

@@ -5,6 +5,7 @@ extra check. No row may end in an untyped exception (a traceback in the UI).
 """
 from __future__ import annotations
 
+import html
 import json
 import os
 from dataclasses import dataclass
@@ -16,7 +17,8 @@ import pytest
 
 from conftest import tiny_bert_model, tiny_gpt2_model
 from inspector import inputs, models
-from inspector.analyses import attention, compare, embeddings, loss
+from inspector.analyses import attention, attribution, compare, embeddings, loss
+from inspector.escaping import WORD_JOINER, md_literal
 from inspector.errors import (CorruptCheckpointError, HubUnreachableError, InputError, InspectorError,
                               ModelNotFoundError, NotAvailableError, PathNotAllowedError, RemoteCodeError,
                               ReportPathError, ResourceLimitError, UnsafeWeightsError,
@@ -42,6 +44,7 @@ class Ctx:
         gpt_model, gpt_tok = tiny_gpt2_model()
         self.gpt2 = wrap(gpt_model, gpt_tok)
         self.bert = wrap(*tiny_bert_model())
+        self.bert_mlm = wrap(*tiny_bert_model(cls_name="BertForMaskedLM"))
         self.gpt2_deep = wrap(*tiny_gpt2_model(n_layer=3))
         self.gpt2_folder = tmp / "gpt2"
         gpt_model.save_pretrained(self.gpt2_folder)
@@ -107,6 +110,70 @@ def _symlink_out(c, root):
     return str(link)
 
 
+def _safetensors_header(c, name: str, header: bytes):
+    """A folder whose model.safetensors has `header` as its JSON header (and some bytes of data)."""
+    import struct
+
+    d = c.copy_folder(name)
+    (d / "model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + b"\0" * 64)
+    return models.load(str(d))
+
+
+def _edited_json(c, name: str, file: str, edit: Callable[[dict], None], **load_kwargs):
+    d = c.copy_folder(name)
+    data = json.loads((d / file).read_text())
+    edit(data)
+    (d / file).write_text(json.dumps(data))
+    return models.load(str(d), **load_kwargs)
+
+
+class _RunsCode:
+    def __reduce__(self):
+        return (print, ("this would run",))
+
+
+def _pickle_with_code(c):
+    """Pickle weights explicitly allowed, holding an object the safe unpickler (weights_only=True) refuses."""
+    import torch
+
+    d = c.copy_folder("pickle_code", skip_weights=True)
+    torch.save({**c.state_dict, "extra": _RunsCode()}, d / "pytorch_model.bin")
+    return models.load(str(d), allow_pickle=True)
+
+
+def _with_cap(c, cap: str):
+    os.environ["INSPECTOR_MAX_MODEL_BYTES"] = cap
+    try:
+        return models.load(str(c.gpt2_folder))
+    finally:
+        os.environ.pop("INSPECTOR_MAX_MODEL_BYTES", None)
+
+
+def _long_pair_nsp(c):
+    long = "The cat sat on the mat and looked at the birds outside. " * 20
+    return loss.next_sentence(c.bert, long, "It was happy on the mat. " * 20)
+
+
+def _default_gradient_position_bert_pair(c):
+    """The token-loss page's default position (middle of the offered ones) on a BERT sentence pair."""
+    from pages._common import gradient_positions
+
+    enc = inputs.encode(c.bert_mlm, "The cat sat on the mat.", "It was happy on the mat.")
+    offered = list(gradient_positions(enc, causal=False))
+    assert offered and not any(enc.special[i] for i in offered)
+    return loss.logit_gradient_check(c.bert_mlm, enc, offered[len(offered) // 2])
+
+
+def _md_shown(md: str) -> str:
+    """What a CommonMark renderer shows for `md`: its HTML must hold no tag but the paragraph."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").render(md)
+
+
+HOSTILE_MARKDOWN = "**bold** _em_ [link](http://example.com) $x^2$ <b>tag</b> `code` # heading :material/home:"
+
+
 def _hub_unreachable(monkeypatch_env):
     os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"  # nothing listens on the discard port
     os.environ["HF_HUB_OFFLINE"] = "0"
@@ -148,6 +215,15 @@ ROWS = [
     Row("<script> in text keeps the raw string for escaping at display time",
         lambda c: inputs.encode(c.gpt2, "<script>alert(1)</script>"), None,
         check=lambda r: "".join(r.tokens).replace(" ", "") .startswith("<script>")),
+    Row("blank text to attribution", lambda c: attribution.attribute(c.gpt2, "  \n "), InputError, "empty"),
+    Row("BERT sentence pair longer than the context: NSP cuts it and says so", _long_pair_nsp, None,
+        check=lambda r: r.truncated and len(r.tokens) == 64 and 0.0 <= r.p_is_next <= 1.0),
+    Row("BERT sentence pair: the default gradient position is a word piece, never [SEP]",
+        _default_gradient_position_bert_pair, None, check=lambda g: g.target_token not in ("[SEP]", "[CLS]")),
+    Row("Markdown, LaTeX, links and HTML in user input are quoted literally", lambda c: _md_shown(
+        md_literal(HOSTILE_MARKDOWN)), None,
+        check=lambda h: h.startswith("<p>") and h.count("<") == 2 and "href" not in h
+        and html.unescape(h[3:-5]).replace(WORD_JOINER, "") == HOSTILE_MARKDOWN),
     Row("second sentence only whitespace is ignored",
         lambda c: inputs.encode(c.bert, TEXT, "   "), None, check=lambda r: r.text_pair is None),
     # ---- models
@@ -164,6 +240,35 @@ ROWS = [
         check=lambda lm: lm.family == "gpt2"),
     Row("config asking for trust_remote_code", _remote_code, RemoteCodeError, "trust_remote_code"),
     Row("unsupported architecture (T5)", _unsupported, UnsupportedArchitectureError, "not supported"),
+    Row("safetensors header is a JSON list", lambda c: _safetensors_header(c, "st_list", b"[1, 2, 3]"),
+        CorruptCheckpointError, "header is a JSON list, not an object"),
+    Row("safetensors entry is not an object", lambda c: _safetensors_header(c, "st_entry", b'{"wte": 5}'),
+        CorruptCheckpointError, "entry of tensor 'wte' is a JSON int, not an object"),
+    Row("safetensors header nested 200 000 deep",
+        lambda c: _safetensors_header(c, "st_deep", b"[" * 200_000 + b"]" * 200_000),
+        CorruptCheckpointError, "nested more than 64 levels"),
+    Row("safetensors tensor with an unknown dtype",
+        lambda c: _safetensors_header(c, "st_dtype", json.dumps(
+            {"wte": {"dtype": "Q7", "shape": [2], "data_offsets": [0, 8]}}).encode()),
+        CorruptCheckpointError, "unknown dtype 'Q7'"),
+    Row("safetensors byte count does not match dtype x shape",
+        lambda c: _safetensors_header(c, "st_size", json.dumps(
+            {"wte": {"dtype": "F32", "shape": [4], "data_offsets": [0, 8]}}).encode()),
+        CorruptCheckpointError, "should take 16 bytes"),
+    Row("pickle allowed, but the safe unpickler refuses it", _pickle_with_code, UnsafeWeightsError,
+        "safe unpickler .*refused"),
+    Row("config with absurd sizes (10^6 layers, 4096 wide)",
+        lambda c: _edited_json(c, "absurd", "config.json", lambda d: d.update(n_layer=10 ** 6, n_embd=4096, n_head=32)),
+        ResourceLimitError, "describes about .* parameters .*more than the free memory.*nothing was loaded"),
+    Row("config with a negative layer count",
+        lambda c: _edited_json(c, "negative", "config.json", lambda d: d.update(n_layer=-3)),
+        CorruptCheckpointError, "not a non-negative integer"),
+    Row("model larger than INSPECTOR_MAX_MODEL_BYTES", lambda c: _with_cap(c, "10K"), ResourceLimitError,
+        "more than the cap INSPECTOR_MAX_MODEL_BYTES"),
+    Row("tokenizer_config.json with auto_map (custom tokenizer code)",
+        lambda c: _edited_json(c, "tok_auto_map", "tokenizer_config.json",
+                               lambda d: d.update(auto_map={"AutoTokenizer": ["evil.Tokenizer", None]})),
+        RemoteCodeError, "tokenizer config .*auto_map"),
     Row("unknown dtype", lambda c: models.load(str(c.gpt2_folder), dtype="float8"), InputError, "dtype"),
     Row("GPU asked for on a machine without one",
         lambda c: models.resolve_device("cuda") if not __import__("torch").cuda.is_available()

@@ -255,3 +255,17 @@ def test_results_serialise():
                 fd.discrete_kl()):
         d = json.loads(json.dumps(to_dict(res)))
         assert results_equal(from_dict(type(res), d), res), type(res).__name__
+
+
+def test_mlm_split_claim_counts_the_masking_of_masked_lm_loss_without_forward_passes(tiny_bert_mlm, monkeypatch):
+    """The 80/10/10 claim needs only the seeded choice: the same counts as masked_lm_loss, no model call."""
+    from inspector.analyses import loss
+
+    text = "The quick brown fox jumps over the lazy dog. " * 12
+    full = loss.masked_lm_loss(tiny_bert_mlm, text, seed=3)
+    calls = []
+    monkeypatch.setattr(tiny_bert_mlm.model, "forward", lambda *a, **k: calls.append(1))
+    split = loss.masking_split(tiny_bert_mlm, text, seed=3)
+    assert not calls
+    assert (split.n_candidates, split.n_chosen, split.n_mask, split.n_random, split.n_unchanged) == (
+        full.n_candidates, full.n_chosen, full.n_mask, full.n_random, full.n_unchanged)
