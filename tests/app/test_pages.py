@@ -338,12 +338,12 @@ def test_bad_model_name_gives_a_readable_error_and_the_app_recovers(spec):
     at.run(timeout=180)
     snap = snapshot(at)
     assert not snap["exceptions"]
-    side = [e.value for e in at.sidebar.error]
+    side = [shown(e.value) for e in at.sidebar.error]
     assert side and "/nonexistent/model-folder" in side[0]
     assert "outside the allowed model folders" in side[0] and "INSPECTOR_MODEL_ROOTS" in side[0]
     assert all("Traceback" not in e for e in snap["errors"])
     # the main area repeats the message itself (not "the message there says what went wrong")
-    main = [e.value for e in at.main.error if e.value.startswith("The model could not be loaded")]
+    main = [m for m in (shown(e.value) for e in at.main.error) if m.startswith("The model could not be loaded")]
     assert main and "outside the allowed model folders" in main[0] and "/nonexistent/model-folder" in main[0]
     at.selectbox(key="model_choice").select(spec).run(timeout=180)
     snap = snapshot(at)
