@@ -172,7 +172,53 @@ def build_parser() -> argparse.ArgumentParser:
     mp = sub.add_parser("models", help="list the bundled models", description="List the bundled models.")
     mp.add_argument("--json", action="store_true", help="machine-readable output")
     mp.set_defaults(func=cmd_models)
+    _add_corpus_parser(sub)
     return parser
+
+
+# --------------------------------------------------------------------------- corpus job
+
+
+def _add_corpus_parser(sub) -> None:
+    kp = sub.add_parser("corpus", help="corpus-scale statistics of one model or a checkpoint series",
+                        description="Stream a corpus (.txt, .jsonl with a text field, or a saved datasets folder) "
+                                    "in sliding windows through each model and write merged statistics "
+                                    "(attention per layer x head, loss distribution, perplexity, norm inputs).")
+    kp.add_argument("--model", "-m", action="append", required=True, metavar="SPEC",
+                    help="model spec; repeat for a checkpoint series (id@rev, a folder of checkpoint-* folders, "
+                         "bundled:gpt2-mini@step-0 ...)")
+    kp.add_argument("--data", required=True, metavar="PATH", help="corpus: .txt, .jsonl or a save_to_disk folder")
+    kp.add_argument("--out", required=True, metavar="DIR", help="result folder (resumes a job left there)")
+    kp.add_argument("--window", type=int, metavar="N", help="tokens per window (default: the model's context)")
+    kp.add_argument("--stride", type=int, metavar="N", help="tokens between window starts (default window // 2)")
+    kp.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
+    kp.add_argument("--checkpoint-every", type=int, default=200, metavar="N",
+                    help="save partial accumulators every N windows (default 200; 0 = never)")
+    kp.add_argument("--text-field", default="text", help="JSONL / dataset field holding the text (default text)")
+    kp.add_argument("--engine", choices=("local", "ray"), default="local")
+    kp.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    kp.add_argument("--workers", type=int, default=2, metavar="N", help="Ray actors, one model each (default 2)")
+    kp.add_argument("--device", default="auto")
+    kp.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's own)")
+    kp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    kp.set_defaults(func=cmd_corpus)
+
+
+def cmd_corpus(args) -> int:
+    import torch
+
+    from . import corpus
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = corpus.CorpusSettings(window=args.window, stride=args.stride, batch_size=args.batch_size,
+                                     checkpoint_every=args.checkpoint_every, text_field=args.text_field)
+    out = corpus.run_job(args.model, args.data, args.out, settings, engine=args.engine, address=args.address,
+                         workers=args.workers, device=args.device, stream=None if args.quiet else sys.stderr)
+    for r in corpus.load_results(out):
+        print(f"{r.spec}: perplexity {r.summary['perplexity']:.3f} over {r.summary['tokens_scored']:,} tokens")
+    print(out)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- helpers
