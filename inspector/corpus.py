@@ -472,7 +472,7 @@ def run_job(specs: list[str], data: str | Path, out: str | Path, settings: Corpu
         if engine == "ray":
             from . import corpus_ray
             state = corpus_ray.run_ray(spec, data, settings, address=address, workers=workers, device=device,
-                                       progress=progress)
+                                       progress=progress, lm=lm)
         elif engine == "local":
             state = run_local(lm, data, settings, folder / "partial.npz", progress, stop_after_windows)
         else:
