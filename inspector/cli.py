@@ -104,8 +104,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="also load pickle (.bin) weights when a checkpoint has no safetensors (trusted files only)")
 
 
-def _add_text_options(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
+def _add_text_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    src = p.add_mutually_exclusive_group(required=required)
     src.add_argument("--text", help="the text to analyse")
     src.add_argument("--text-file", metavar="FILE", help="read the text from a UTF-8 file ('-' = standard input); one final newline is dropped")
     p.add_argument("--text-pair", metavar="TEXT", help="second sentence (BERT: segment B, next-sentence prediction)")
@@ -136,12 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run the analyses of one model on a text and write HTML / JSON / Markdown.")
     rp.add_argument("--model", "-m", default=DEFAULT_MODEL,
                     help=f"hub id, id@revision, local folder or bundled:NAME (default {DEFAULT_MODEL})")
-    _add_text_options(rp)
+    _add_text_options(rp, required=False)  # --text / --text-file, unless --corpus
     rp.add_argument("--sections", metavar="A,B,C",
                     help="comma-separated sections (default: all): overview, layernorm, attention, loss, "
                          "embeddings, attribution, foundations")
     _add_model_options(rp)
     _add_output_options(rp)
+    rp.add_argument("--corpus", metavar="DIR",
+                    help="write the report of a corpus job folder (python -m inspector corpus --out DIR) instead")
     rp.set_defaults(func=cmd_report)
 
     cp = sub.add_parser("compare", help="compare two models on a text and write a report",
@@ -202,6 +204,15 @@ def _add_corpus_parser(sub) -> None:
     kp.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's own)")
     kp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     kp.set_defaults(func=cmd_corpus)
+
+
+def cmd_corpus_report(args) -> int:
+    from .corpus_report import write_corpus_report
+
+    for path, fmt in _outputs(args):
+        written = write_corpus_report(args.corpus, path, fmt)
+        print(f"wrote {written} ({fmt}, {_size(written.stat().st_size)})")
+    return EXIT_OK
 
 
 def cmd_corpus(args) -> int:
@@ -380,6 +391,11 @@ def _check_text(args, text: str) -> None:
 
 def cmd_report(args) -> int:
     t0 = time.perf_counter()
+    if getattr(args, "corpus", None):
+        return cmd_corpus_report(args)
+    if args.text is None and args.text_file is None:
+        raise CLIError("one of the arguments --text --text-file (or --corpus DIR) is required.",
+                       "see 'python -m inspector report --help'.")
     text = _read_text(args)
     settings = _parse_settings(args.set)
     outputs = _outputs(args)
