@@ -587,12 +587,15 @@ def results_markdown(models_dir: Path) -> str:
                   f"{g['settings']['steps']} steps, {g['train_seconds'] / 60:.1f} min):", "",
                   "| checkpoint | valid loss (nats) | valid perplexity |", "|---|---|---|"]
         for name, c in g["checkpoints"].items():
-            lines.append(f"| {name} | {c['valid_loss']:.3f} | {c['valid_perplexity']:.1f} |")
+            mark = " (rebuild: see below)" if c.get("run") == "rebuild" else ""
+            lines.append(f"| {name}{mark} | {c['valid_loss']:.3f} | {c['valid_perplexity']:.1f} |")
         b = g["baselines"]
         lines += [f"| unigram baseline (add-one, train counts) | {b['unigram_valid_loss']:.3f} | "
                   f"{b['unigram_valid_perplexity']:.1f} |",
                   f"| uniform over the vocabulary | {math.log(b['uniform_valid_perplexity']):.3f} | "
                   f"{b['uniform_valid_perplexity']:.0f} |", ""]
+        if "rebuild" in g:
+            lines += [g["rebuild"]["notes"], ""]
     if bert_path.exists():
         r = json.loads(bert_path.read_text())
         first = next(iter(r["checkpoints"].values()))
