@@ -73,3 +73,18 @@ def test_bad_folder_is_a_message(tmp_path, monkeypatch):
     at = AppTest.from_file(PAGE, default_timeout=60).run()
     assert not at.exception
     assert at.error and "No corpus result folder" in at.error[0].value
+
+
+def test_small_job_runs_from_the_page(series, monkeypatch):
+    monkeypatch.delenv("INSPECTOR_CORPUS_RESULT", raising=False)
+    at = AppTest.from_file(PAGE, default_timeout=300).run()
+    at.radio(key="corpus_source").set_value("Run a small job on the bundled corpus").run()
+    at.multiselect(key="corpus_ckpts").set_value(["step-0", "final"]).run()
+    at.button(key="corpus_run").click().run()
+    assert not at.exception, at.exception
+    folder = at.session_state["corpus_job_folder"]
+    results = corpus.load_results(folder)
+    assert [r.spec for r in results] == ["bundled:gpt2-mini@step-0", "bundled:gpt2-mini@final"]
+    fig = _figure(at, "corpus_ppl_trajectory")
+    np.testing.assert_allclose(_values(fig["data"][0]["y"]), [r.summary["perplexity"] for r in results], rtol=1e-12)
+    assert list(_values(fig["data"][0]["x"])) == [0, 400]
