@@ -128,3 +128,26 @@ def test_jsonl_and_bad_inputs(lm, tmp_path):
         list(corpus.iter_documents(bad))
     with pytest.raises(InputError, match="No corpus file"):
         list(corpus.iter_documents(tmp_path / "missing.txt"))
+
+
+def test_attention_moments_merge_equals_one_pass(lm):
+    """Moments of two forward passes merged == the collector's statistics of one pass over both batches."""
+    from inspector import capture
+
+    ids = torch.tensor(lm.tokenizer("The module defines a class. " * 8)["input_ids"][:32])
+    a, b = ids[None, :16], ids[None, 16:]
+    parts = []
+    for x in (a, b):
+        with torch.no_grad(), capture.capture(lm, capture.CaptureOptions(row_histogram_bins=5)) as c:
+            lm.model(x, use_cache=False)
+        parts.append(capture.moments(c))
+    with torch.no_grad(), capture.capture(lm, capture.CaptureOptions()) as c:
+        lm.model(torch.cat([a, b]), use_cache=False)
+    one = c.attention_stats()
+    merged = parts[0].merge(parts[1]).stats()
+    for name in ("count", "mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob", "sink_mass"):
+        np.testing.assert_allclose(getattr(merged, name), getattr(one, name), rtol=1e-9, atol=1e-12, err_msg=name)
+    m = parts[0].merge(parts[1])
+    np.testing.assert_array_equal(m.hist_max_prob.sum(-1), m.rows)
+    back = capture.AttentionMoments.from_arrays(m.to_arrays("x_"), "x_")
+    np.testing.assert_array_equal(back.m2, m.m2)
