@@ -151,3 +151,13 @@ def test_attention_moments_merge_equals_one_pass(lm):
     np.testing.assert_array_equal(m.hist_max_prob.sum(-1), m.rows)
     back = capture.AttentionMoments.from_arrays(m.to_arrays("x_"), "x_")
     np.testing.assert_array_equal(back.m2, m.m2)
+
+
+def test_saved_dataset_folder_without_datasets_is_a_clear_message(tmp_path, monkeypatch):
+    import sys
+
+    from inspector.errors import InputError
+
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
+    with pytest.raises(InputError, match="needs the `datasets` package"):
+        list(corpus.iter_documents(tmp_path))
