@@ -462,9 +462,19 @@ def run_job(specs: list[str], data: str | Path, out: str | Path, settings: Corpu
     for k, spec in enumerate(specs):
         folder = out / f"{k:02d}"
         meta = {"corpus": str(data), "corpus_sha256": digest, "settings": asdict(settings), "engine": engine}
+        job = {"spec": spec, "corpus_sha256": digest, "settings": asdict(settings)}
         done = folder / "result.json"
-        if done.exists() and json.loads(done.read_text())["meta"].get("corpus_sha256") == digest:
-            continue
+        if done.exists():
+            old = json.loads(done.read_text())["meta"]
+            if {k: old.get(k) for k in job} != job:
+                raise InputError(f"{folder} holds a result of another job (model, corpus or settings differ).",
+                                 "Give a fresh --out folder.")
+            continue  # finished before: a restarted job goes on with the next model
+        marker = folder / "partial.json"
+        if (folder / "partial.npz").exists() and marker.exists() and json.loads(marker.read_text()) != job:
+            raise InputError(f"{folder} holds partial accumulators of another job (model, corpus or settings "
+                             "differ).", "Give a fresh --out folder, or the same arguments to resume.")
+        _save_json(marker, job)
         lm = models.load(spec, device=device)
         if not lm.is_causal:
             raise InputError(f"`{spec}` is not a causal language model; the corpus job scores next-token loss.")
@@ -482,6 +492,7 @@ def run_job(specs: list[str], data: str | Path, out: str | Path, settings: Corpu
         meta["window"], meta["stride"] = _window_of(lm, settings)
         write_result(folder, lm, spec, state, meta)
         (folder / "partial.npz").unlink(missing_ok=True)
+        marker.unlink(missing_ok=True)
     write_series(out)
     return out
 

@@ -161,3 +161,17 @@ def test_saved_dataset_folder_without_datasets_is_a_clear_message(tmp_path, monk
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets -> ImportError
     with pytest.raises(InputError, match="needs the `datasets` package"):
         list(corpus.iter_documents(tmp_path))
+
+
+def test_job_folder_resumes_and_refuses_another_job(slice_path, tmp_path, state):
+    from inspector.errors import InputError
+
+    out = tmp_path / "job"
+    with pytest.raises(KeyboardInterrupt):
+        corpus.run_job(["bundled:gpt2-mini"], slice_path, out, SETTINGS, stream=None, stop_after_windows=4)
+    with pytest.raises(InputError, match="another job"):
+        corpus.run_job(["bundled:gpt2-mini"], slice_path, out, corpus.CorpusSettings(window=32), stream=None)
+    corpus.run_job(["bundled:gpt2-mini"], slice_path, out, SETTINGS, stream=None)  # resumes
+    (r,) = corpus.load_results(out)
+    assert r.summary["nll_sum"] == state.nll_sum and r.summary["windows"] == state.windows
+    assert not (out / "00" / "partial.npz").exists()
