@@ -64,16 +64,17 @@ class CorpusWorker:
 
 
 def run_ray(spec: str, data: str | Path, settings: CorpusSettings, *, address: str | None = None,
-            workers: int = 2, device: str = "auto", progress=None, lm=None) -> CorpusState:
-    """The same accumulators as `corpus.run_local`, computed by `workers` Ray actors."""
+            workers: int = 2, device: str = "auto", progress=None, lm=None, actors=None) -> CorpusState:
+    """The same accumulators as `corpus.run_local`, computed by `workers` Ray actors.
+
+    `actors` (from `start_actors`) reuses actors that already hold the model; they are then left alive."""
     ray = _ray()
     from ray.util import ActorPool
 
     from . import models
-    _init(ray, address, workers)
-    gpu = device == "cuda" or (device == "auto" and _cuda())
-    actor = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(CorpusWorker)
-    actors = [actor.remote(spec, device, settings.hist_bins) for _ in range(workers)]
+    own = actors is None
+    if own:
+        actors = start_actors(spec, settings, address=address, workers=workers, device=device)
     try:
         lm = lm or models.load(spec, device="cpu")  # the driver only tokenises
         state = CorpusState(int(lm.model.get_output_embeddings().weight.shape[0]))
@@ -93,8 +94,19 @@ def run_ray(spec: str, data: str | Path, settings: CorpusSettings, *, address: s
             state.position = (d + 1, 0)
         return state
     finally:
-        for a in actors:
-            ray.kill(a)
+        if own:
+            for a in actors:
+                ray.kill(a)
+
+
+def start_actors(spec: str, settings: CorpusSettings, *, address: str | None = None, workers: int = 2,
+                 device: str = "auto") -> list:
+    """`workers` Ray actors, each loading `spec` once (joins or starts the cluster first)."""
+    ray = _ray()
+    _init(ray, address, workers)
+    gpu = device == "cuda" or (device == "auto" and _cuda())
+    actor = ray.remote(num_cpus=1, num_gpus=1 if gpu else 0)(CorpusWorker)
+    return [actor.remote(spec, device, settings.hist_bins) for _ in range(workers)]
 
 
 def _cuda() -> bool:
