@@ -22,6 +22,7 @@ PAGES = [
     st.Page("pages/analyses.py", title="Layer by layer", icon=":material/layers:"),
     st.Page("pages/compare.py", title="Compare", icon=":material/compare_arrows:"),
     st.Page("pages/foundations.py", title="Foundations", icon=":material/school:"),
+    st.Page("pages/corpus.py", title="Corpus", icon=":material/dataset:"),
     st.Page("pages/report.py", title="Report", icon=":material/description:"),
 ]
 

@@ -193,6 +193,9 @@ class CaptureOptions:
     # bucket (AttentionLogitStats.distance_*). Rotary models have no position table: this is where their
     # positions show. Off by default (one more pass over each chunk's scores, in float64).
     distance_profile: int = 0
+    # > 0: also count query rows per layer × head in this many equal bins on [0, 1] of entropy / log(n_keys)
+    # and of the largest probability (read with `moments(collector)`; the torch path, not the fused kernel).
+    row_histogram_bins: int = 0
 
 
 @dataclass
@@ -228,7 +231,7 @@ class _Accumulator:
     happens) until the statistics are read after the forward pass.
     """
 
-    def __init__(self, n_heads: int, device: torch.device | str = "cpu"):
+    def __init__(self, n_heads: int, device: torch.device | str = "cpu", hist_bins: int = 0):
         z = lambda: torch.zeros(n_heads, dtype=torch.float64, device=device)  # noqa: E731
         self.n, self.mean, self.m2 = z(), z(), z()
         self.min = torch.full((n_heads,), math.inf, dtype=torch.float64, device=device)
@@ -238,6 +241,19 @@ class _Accumulator:
         self.maxp_sum = z()
         self.sink_sum = z()
         self.dist_n = self.dist_s1 = self.dist_s2 = None  # (H, D + 1) when a distance profile is asked for
+        self.hist_bins = int(hist_bins)
+        if self.hist_bins:
+            self.hist_frac = torch.zeros(n_heads, self.hist_bins, dtype=torch.float64, device=device)
+            self.hist_maxp = torch.zeros(n_heads, self.hist_bins, dtype=torch.float64, device=device)
+
+    def add_row_histograms(self, frac, frac_ok, maxp, row_ok):
+        """Count rows (b, H, r) into per-head bins on [0, 1] (weights 0/1: rows that do not count add 0)."""
+        bins = self.hist_bins
+        H = frac.shape[1]
+        offset = (torch.arange(H, device=frac.device) * bins)[None, :, None]
+        for hist, value, ok in ((self.hist_frac, frac, frac_ok), (self.hist_maxp, maxp, row_ok)):
+            index = (value.clamp(0.0, 1.0) * bins).long().clamp(max=bins - 1) + offset
+            hist.view(-1).index_add_(0, index.reshape(-1), ok.reshape(-1).to(hist.dtype))
 
     def add_moments(self, n, mean, m2, lo, hi):
         tot = self.n + n
@@ -278,10 +294,12 @@ class _Collector:
         self.d_head = d
         self.scaling[layer] = scale
         self.softcap[layer] = float(softcap) if softcap is not None else math.nan
-        acc = self.acc.setdefault(layer, _Accumulator(H, query.device))
+        acc = self.acc.setdefault(layer, _Accumulator(H, query.device, self.options.row_histogram_bins))
         keep_probs = layer in self.options.keep_probs_layers
         keep_scores = layer in self.options.keep_scores_layers
-        torch_only = keep_probs or keep_scores or self.options.distance_profile or softcap is not None
+        # Row histograms, kept tensors, distance profiles and softcapping need the torch path.
+        torch_only = (keep_probs or keep_scores or self.options.distance_profile or softcap is not None
+                      or self.options.row_histogram_bins)
         if not torch_only:  # fused Triton kernels over all rows (CUDA; see fused_stats)
             from inspector import fused_stats
 
@@ -428,6 +446,8 @@ class _Collector:
         acc.rows += rowf.sum(dim=(0, 2))
         acc.frac_sum += (entropy / torch.log(n.clamp(min=2)) * multi).sum(dim=(0, 2))
         acc.frac_rows += multi.sum(dim=(0, 2))
+        if getattr(acc, "hist_bins", 0):
+            acc.add_row_histograms(entropy / torch.log(n.clamp(min=2)), multi, maxp, rowf)
 
     def _valid_mask(self, attention_mask, causal, b0, b1, Tq, Tk, device) -> torch.Tensor:
         """Boolean (b, 1|H, Tq, Tk): True where the model attends."""
@@ -480,6 +500,100 @@ class _Collector:
                 softcap=np.array([self.softcap.get(i, math.nan) for i in layers]),
                 **dist,
             )
+
+
+# --------------------------------------------------------------------------- mergeable moments
+
+
+_MOMENT_FIELDS = ("count", "mean", "m2", "min", "max", "ent_sum", "rows", "frac_sum", "frac_rows", "maxp_sum",
+                  "sink_sum")
+
+
+@dataclass
+class AttentionMoments:
+    """The mergeable sums behind `AttentionLogitStats`, per layer × head (float64 numpy, shape (L, H)).
+
+    One forward pass gives one of these (`moments(collector)`); `merge` combines two (Chan et al. for
+    mean/M2, sums and extremes for the rest) in any grouping, so a corpus job can add windows,
+    checkpoint, resume and combine shards from several workers, and `stats()` gives the same figures
+    `attention_stats()` gives for a single pass. Moments are of the *unscaled* q·k.
+    """
+
+    d_head: int
+    scaling: np.ndarray  # (L,)
+    count: np.ndarray  # attended (query, key) pairs
+    mean: np.ndarray
+    m2: np.ndarray  # Σ (q·k − mean)²
+    min: np.ndarray
+    max: np.ndarray
+    ent_sum: np.ndarray  # Σ over query rows of the softmax entropy (nats)
+    rows: np.ndarray  # query rows with at least one key
+    frac_sum: np.ndarray  # Σ over rows with >= 2 keys of entropy / log(n_keys)
+    frac_rows: np.ndarray
+    maxp_sum: np.ndarray  # Σ over rows of the largest probability
+    sink_sum: np.ndarray  # Σ over rows of the probability on the first attended key
+    hist_entropy_fraction: np.ndarray | None = None  # (L, H, bins) row counts, bins on [0, 1]
+    hist_max_prob: np.ndarray | None = None  # (L, H, bins)
+
+    def merge(self, other: "AttentionMoments") -> "AttentionMoments":
+        if self.count.shape != other.count.shape:
+            raise ValueError(f"Cannot merge attention moments of shapes {self.count.shape} and {other.count.shape}.")
+        n = self.count + other.count
+        safe = np.where(n > 0, n, 1.0)
+        delta = other.mean - self.mean
+        hists = {}
+        for name in ("hist_entropy_fraction", "hist_max_prob"):
+            a, b = getattr(self, name), getattr(other, name)
+            hists[name] = None if a is None or b is None else a + b
+        return AttentionMoments(
+            d_head=self.d_head, scaling=self.scaling,
+            count=n, mean=np.where(n > 0, self.mean + delta * other.count / safe, self.mean),
+            m2=self.m2 + other.m2 + delta ** 2 * self.count * other.count / safe,
+            min=np.minimum(self.min, other.min), max=np.maximum(self.max, other.max),
+            **{f: getattr(self, f) + getattr(other, f) for f in _MOMENT_FIELDS[5:]}, **hists)
+
+    def stats(self) -> AttentionLogitStats:
+        count, rows, frac_rows = self.count, self.rows, self.frac_rows
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return AttentionLogitStats(
+                d_head=int(self.d_head), scaling=np.asarray(self.scaling, dtype=np.float64),
+                count=count.astype(np.int64), mean=self.mean, std=np.sqrt(self.m2 / np.maximum(count, 1)),
+                min=self.min, max=self.max, entropy=self.ent_sum / np.maximum(rows, 1),
+                entropy_fraction=np.where(frac_rows > 0, self.frac_sum / np.maximum(frac_rows, 1), np.nan),
+                max_prob=self.maxp_sum / np.maximum(rows, 1), sink_mass=self.sink_sum / np.maximum(rows, 1))
+
+    def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
+        """Flat name -> array mapping (for np.savez); `from_arrays` reads it back exactly."""
+        out = {f"{prefix}{f}": np.asarray(getattr(self, f)) for f in _MOMENT_FIELDS}
+        out[f"{prefix}d_head"] = np.asarray(self.d_head)
+        out[f"{prefix}scaling"] = np.asarray(self.scaling)
+        for name in ("hist_entropy_fraction", "hist_max_prob"):
+            if getattr(self, name) is not None:
+                out[f"{prefix}{name}"] = getattr(self, name)
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays, prefix: str = "") -> "AttentionMoments":
+        get = lambda name: np.asarray(arrays[f"{prefix}{name}"]) if f"{prefix}{name}" in arrays else None  # noqa: E731
+        return cls(d_head=int(get("d_head")), scaling=get("scaling"), **{f: get(f) for f in _MOMENT_FIELDS},
+                   hist_entropy_fraction=get("hist_entropy_fraction"), hist_max_prob=get("hist_max_prob"))
+
+
+def moments(collector: "_Collector") -> AttentionMoments | None:
+    """The mergeable per layer × head sums of everything `collector` saw (None when it saw no attention)."""
+    if not collector.acc:
+        return None
+    layers = sorted(collector.acc)
+    stack = lambda f: np.stack([f(collector.acc[i]).cpu().numpy() for i in layers])  # noqa: E731
+    hist = all(getattr(collector.acc[i], "hist_bins", 0) for i in layers)
+    return AttentionMoments(
+        d_head=int(collector.d_head), scaling=np.array([collector.scaling[i] for i in layers]),
+        count=stack(lambda a: a.n), mean=stack(lambda a: a.mean), m2=stack(lambda a: a.m2),
+        min=stack(lambda a: a.min), max=stack(lambda a: a.max), ent_sum=stack(lambda a: a.ent_sum),
+        rows=stack(lambda a: a.rows), frac_sum=stack(lambda a: a.frac_sum), frac_rows=stack(lambda a: a.frac_rows),
+        maxp_sum=stack(lambda a: a.maxp_sum), sink_sum=stack(lambda a: a.sink_sum),
+        hist_entropy_fraction=stack(lambda a: a.hist_frac) if hist else None,
+        hist_max_prob=stack(lambda a: a.hist_maxp) if hist else None)
 
 
 # --------------------------------------------------------------------------- public API

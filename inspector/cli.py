@@ -105,8 +105,8 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
                    help="also load pickle (.bin) weights when a checkpoint has no safetensors (trusted files only)")
 
 
-def _add_text_options(p: argparse.ArgumentParser) -> None:
-    src = p.add_mutually_exclusive_group(required=True)
+def _add_text_options(p: argparse.ArgumentParser, required: bool = True) -> None:
+    src = p.add_mutually_exclusive_group(required=required)
     src.add_argument("--text", help="the text to analyse")
     src.add_argument("--text-file", metavar="FILE", help="read the text from a UTF-8 file ('-' = standard input); one final newline is dropped")
     p.add_argument("--text-pair", metavar="TEXT", help="second sentence (BERT: segment B, next-sentence prediction)")
@@ -137,12 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Run the analyses of one model on a text and write HTML / JSON / Markdown.")
     rp.add_argument("--model", "-m", default=DEFAULT_MODEL,
                     help=f"hub id, id@revision, local folder or bundled:NAME (default {DEFAULT_MODEL})")
-    _add_text_options(rp)
+    _add_text_options(rp, required=False)  # --text / --text-file, unless --corpus
     rp.add_argument("--sections", metavar="A,B,C",
                     help="comma-separated sections (default: all): overview, layernorm, attention, loss, "
                          "embeddings, attribution, foundations")
     _add_model_options(rp)
     _add_output_options(rp)
+    rp.add_argument("--corpus", metavar="DIR",
+                    help="write the report of a corpus job folder (python -m inspector corpus --out DIR) instead")
     rp.set_defaults(func=cmd_report)
 
     cp = sub.add_parser("compare", help="compare two models on a text and write a report",
@@ -173,7 +175,62 @@ def build_parser() -> argparse.ArgumentParser:
     mp = sub.add_parser("models", help="list the bundled models", description="List the bundled models.")
     mp.add_argument("--json", action="store_true", help="machine-readable output")
     mp.set_defaults(func=cmd_models)
+    _add_corpus_parser(sub)
     return parser
+
+
+# --------------------------------------------------------------------------- corpus job
+
+
+def _add_corpus_parser(sub) -> None:
+    kp = sub.add_parser("corpus", help="corpus-scale statistics of one model or a checkpoint series",
+                        description="Stream a corpus (.txt, .jsonl with a text field, or a saved datasets folder) "
+                                    "in sliding windows through each model and write merged statistics "
+                                    "(attention per layer x head, loss distribution, perplexity, norm inputs).")
+    kp.add_argument("--model", "-m", action="append", required=True, metavar="SPEC",
+                    help="model spec; repeat for a checkpoint series (id@rev, a folder of checkpoint-* folders, "
+                         "bundled:gpt2-mini@step-0 ...)")
+    kp.add_argument("--data", required=True, metavar="PATH", help="corpus: .txt, .jsonl or a save_to_disk folder")
+    kp.add_argument("--out", required=True, metavar="DIR", help="result folder (resumes a job left there)")
+    kp.add_argument("--window", type=int, metavar="N", help="tokens per window (default: the model's context)")
+    kp.add_argument("--stride", type=int, metavar="N", help="tokens between window starts (default window // 2)")
+    kp.add_argument("--batch-size", type=int, default=8, metavar="N", help="windows per forward pass (default 8)")
+    kp.add_argument("--checkpoint-every", type=int, default=200, metavar="N",
+                    help="save partial accumulators every N windows (default 200; 0 = never)")
+    kp.add_argument("--text-field", default="text", help="JSONL / dataset field holding the text (default text)")
+    kp.add_argument("--engine", choices=("local", "ray"), default="local")
+    kp.add_argument("--address", help="Ray cluster to join (default: start a local one)")
+    kp.add_argument("--workers", type=int, default=2, metavar="N", help="Ray actors, one model each (default 2)")
+    kp.add_argument("--device", default="auto")
+    kp.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch (default: torch's own)")
+    kp.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
+    kp.set_defaults(func=cmd_corpus)
+
+
+def cmd_corpus_report(args) -> int:
+    from .corpus_report import write_corpus_report
+
+    for path, fmt in _outputs(args):
+        written = write_corpus_report(args.corpus, path, fmt)
+        print(f"wrote {written} ({fmt}, {_size(written.stat().st_size)})")
+    return EXIT_OK
+
+
+def cmd_corpus(args) -> int:
+    import torch
+
+    from . import corpus
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = corpus.CorpusSettings(window=args.window, stride=args.stride, batch_size=args.batch_size,
+                                     checkpoint_every=args.checkpoint_every, text_field=args.text_field)
+    out = corpus.run_job(args.model, args.data, args.out, settings, engine=args.engine, address=args.address,
+                         workers=args.workers, device=args.device, stream=None if args.quiet else sys.stderr)
+    for r in corpus.load_results(out):
+        print(f"{r.spec}: perplexity {r.summary['perplexity']:.3f} over {r.summary['tokens_scored']:,} tokens")
+    print(out)
+    return EXIT_OK
 
 
 # --------------------------------------------------------------------------- helpers
@@ -354,6 +411,11 @@ def _say_truncation(lm, text: str, text_pair: str | None, settings: dict, bar: P
 
 def cmd_report(args) -> int:
     t0 = time.perf_counter()
+    if getattr(args, "corpus", None):
+        return cmd_corpus_report(args)
+    if args.text is None and args.text_file is None:
+        raise CLIError("one of the arguments --text --text-file (or --corpus DIR) is required.",
+                       "see 'python -m inspector report --help'.")
     text = _read_text(args)
     settings = _parse_settings(args.set)
     outputs = _outputs(args)
