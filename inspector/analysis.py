@@ -32,6 +32,7 @@ if TYPE_CHECKING:  # pragma: no cover
 # One line per analysis written on the contract: "module:Class".
 REGISTERED: tuple[str, ...] = (
     "inspector.analyses.logit_lens:LogitLens",
+    "inspector.analyses.decoder_signals:DecoderSignalsAnalysis",
 )
 
 

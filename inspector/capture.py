@@ -43,10 +43,36 @@ def _inspector_attention(module, query, key, value, attention_mask, dropout=0.0,
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     collector = _active_collector.get()
+    softcap = kwargs.pop("softcap", None)
     if collector is not None:
-        collector.observe(module, query, key, attention_mask, scaling, is_causal)
+        collector.observe(module, query, key, attention_mask, scaling, is_causal, softcap=softcap)
+    if softcap is not None:  # SDPA refuses softcapping (Gemma 2): the family's own eager attention
+        return _softcap_attention(module, query, key, value, attention_mask, dropout, scaling, is_causal, softcap,
+                                  **kwargs)
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                   scaling=scaling, is_causal=is_causal, **kwargs)
+
+
+def _softcap_attention(module, query, key, value, attention_mask, dropout, scaling, is_causal, softcap, **kwargs):
+    """Attention with tanh logit capping, by the eager function of the module's own modeling file.
+
+    Our mask function is SDPA's (boolean, or None when only causality applies); the eager
+    function adds a float mask, so the boolean one is turned into 0 / dtype-min here.
+    """
+    import sys
+
+    eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward")
+    Tq, Tk = query.shape[2], key.shape[2]
+    if attention_mask is None:
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        attention_mask = torch.ones(1, 1, Tq, Tk, dtype=torch.bool, device=query.device)
+        if causal and Tq > 1:
+            attention_mask = torch.tril(attention_mask, diagonal=Tk - Tq)
+    if attention_mask.dtype == torch.bool:
+        attention_mask = torch.zeros(attention_mask.shape, dtype=query.dtype, device=query.device).masked_fill(
+            ~attention_mask, torch.finfo(query.dtype).min)
+    return eager(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling, softcap=softcap,
+                 **kwargs)
 
 
 def register() -> None:
@@ -73,7 +99,12 @@ def install(model: torch.nn.Module) -> None:
         return
     with _install_lock:
         if model.config._attn_implementation != ATTENTION_NAME:
-            model.set_attn_implementation(ATTENTION_NAME)
+            if getattr(model, "_supports_sdpa", True):
+                model.set_attn_implementation(ATTENTION_NAME)
+            else:
+                # transformers checks SDPA support for any name containing "sdpa" and Gemma 2 declares none
+                # (SDPA cannot softcap); our function handles softcapping itself, so set the name directly.
+                model.config._attn_implementation = ATTENTION_NAME
 
 
 register()
@@ -101,9 +132,17 @@ class AttentionLogitStats:
     entropy: np.ndarray  # mean over query rows of the softmax entropy, nats
     entropy_fraction: np.ndarray  # mean over rows with >= 2 keys of entropy / log(n_keys)
     max_prob: np.ndarray  # mean over query rows of the largest attention probability
-    # Mean over query rows of the probability on the row's first attended key (the first real token:
-    # with left padding that is not index 0). Large values mark "attention sinks".
+    # Mean over query rows of the probability on the first real token (with left padding not index 0;
+    # 0 on rows a sliding window keeps from seeing it). Large values mark "attention sinks".
     sink_mass: np.ndarray | None = None
+    # (L,) tanh logit cap (Gemma 2), NaN where none. Where set, every figure above describes the capped
+    # logits the softmax sees, in unscaled units: softcap·tanh(scaling·q·k / softcap) / scaling.
+    softcap: np.ndarray | None = None
+    # (L, H, D + 1) with D = CaptureOptions.distance_profile: number, mean and population std of the (unscaled,
+    # capped where softcapped) logits at |query position − key position| = 0 … D − 1, and ≥ D in the last bucket.
+    distance_count: np.ndarray | None = None
+    distance_mean: np.ndarray | None = None
+    distance_std: np.ndarray | None = None
 
     @property
     def var(self) -> np.ndarray:
@@ -150,6 +189,10 @@ class CaptureOptions:
     hidden_states: bool = False
     embeddings: bool = False
     logits: bool = True
+    # > 0: also reduce q·k per |query − key| distance 0 … distance_profile − 1, larger ones in one last
+    # bucket (AttentionLogitStats.distance_*). Rotary models have no position table: this is where their
+    # positions show. Off by default (one more pass over each chunk's scores, in float64).
+    distance_profile: int = 0
 
 
 @dataclass
@@ -194,6 +237,7 @@ class _Accumulator:
         self.frac_sum, self.frac_rows = z(), z()
         self.maxp_sum = z()
         self.sink_sum = z()
+        self.dist_n = self.dist_s1 = self.dist_s2 = None  # (H, D + 1) when a distance profile is asked for
 
     def add_moments(self, n, mean, m2, lo, hi):
         tot = self.n + n
@@ -216,12 +260,13 @@ class _Collector:
         self.token_mask = token_mask  # (B, T) bool, True = real token
         self.acc: dict[int, _Accumulator] = {}
         self.scaling: dict[int, float] = {}
+        self.softcap: dict[int, float] = {}
         self.d_head: int | None = None
         self.kept: dict[int, KeptAttention] = {}
         self._calls = 0
 
     @torch.no_grad()
-    def observe(self, module, query, key, attention_mask, scaling, is_causal) -> None:
+    def observe(self, module, query, key, attention_mask, scaling, is_causal, softcap=None) -> None:
         layer = getattr(module, "layer_idx", None)
         if layer is None:
             layer = self._calls
@@ -232,10 +277,12 @@ class _Collector:
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
         self.d_head = d
         self.scaling[layer] = scale
+        self.softcap[layer] = float(softcap) if softcap is not None else math.nan
         acc = self.acc.setdefault(layer, _Accumulator(H, query.device))
         keep_probs = layer in self.options.keep_probs_layers
         keep_scores = layer in self.options.keep_scores_layers
-        if not (keep_probs or keep_scores):  # fused Triton kernels over all rows (CUDA; see fused_stats)
+        torch_only = keep_probs or keep_scores or self.options.distance_profile or softcap is not None
+        if not torch_only:  # fused Triton kernels over all rows (CUDA; see fused_stats)
             from inspector import fused_stats
 
             if fused_stats.observe(self, module, query, key, attention_mask, scale, causal, acc):
@@ -255,6 +302,9 @@ class _Collector:
         for b0 in range(0, B, items):
             b1 = min(B, b0 + items)
             valid_all = self._valid_mask(attention_mask, causal, b0, b1, Tq, Tk, query.device)  # (b,1|H,Tq,Tk)
+            # The first real token of each item (the first key any row attends: with left padding not
+            # index 0); its probability is the "sink" mass, 0 on rows that cannot see it (sliding window).
+            first = valid_all.any(dim=2).any(dim=1).to(torch.uint8).argmax(dim=-1)  # (b,)
             k = key[b0:b1].float()
             chunk_scores, chunk_probs = [], []
             for r0 in range(0, Tq, rows):
@@ -265,8 +315,13 @@ class _Collector:
                 k_end = Tk if keep else self._last_key(valid, attention_mask, causal, r1, Tq, Tk)
                 valid = valid[..., :k_end]
                 q = query[b0:b1, :, r0:r1].float()
+                x = q @ k[:, :, :k_end].transpose(-1, -2)  # (b, H, r, k_end) unscaled q·k
+                if softcap is not None:  # what the softmax sees is softcap·tanh(scale·x / softcap)
+                    x.mul_(scale / softcap).tanh_().mul_(softcap / scale)
+                if self.options.distance_profile:
+                    self._add_distances(acc, x, valid, r0, Tq, Tk, self.options.distance_profile)
                 *row_figures, probs = self._row_reductions(
-                    q @ k[:, :, :k_end].transpose(-1, -2), valid, scale, keep_scores, keep_probs, chunk_scores)
+                    x, valid, scale, keep_scores, keep_probs, chunk_scores, first)
                 self._merge_rows(acc, scale, *row_figures)
                 if keep_probs:
                     chunk_probs.append(probs.cpu())
@@ -287,6 +342,22 @@ class _Collector:
             )
 
     @staticmethod
+    def _add_distances(acc, x, valid, r0, Tq, Tk, D) -> None:
+        """Per head and |query − key| distance: count, Σx, Σx² over the attended pairs of this chunk."""
+        H, r, k = x.shape[1], x.shape[2], x.shape[3]
+        qpos = torch.arange(r0, r0 + r, device=x.device) + (Tk - Tq)  # queries are the last Tq positions
+        dist = (qpos[:, None] - torch.arange(k, device=x.device)[None, :]).abs().clamp(max=D).reshape(-1)
+        v = valid.to(torch.float64)  # (b, 1|H, r, k)
+        xv = x.double() * v
+        n = v.sum(dim=0).expand(H, -1, -1).reshape(H, -1)
+        if acc.dist_n is None:
+            z = lambda: torch.zeros(H, D + 1, dtype=torch.float64, device=x.device)  # noqa: E731
+            acc.dist_n, acc.dist_s1, acc.dist_s2 = z(), z(), z()
+        acc.dist_n.index_add_(1, dist, n)
+        acc.dist_s1.index_add_(1, dist, xv.sum(dim=0).reshape(H, -1))
+        acc.dist_s2.index_add_(1, dist, (xv * x.double()).sum(dim=0).reshape(H, -1))
+
+    @staticmethod
     def _last_key(valid, attention_mask, causal, r1, Tq, Tk) -> int:
         """One past the last key that query rows [.., r1) attend to (from the shapes when there is no mask)."""
         if attention_mask is None:
@@ -295,10 +366,11 @@ class _Collector:
         return max(1, int(attended[-1]) + 1) if attended.numel() else 1
 
     @staticmethod
-    def _row_reductions(x, valid, scale, keep_scores, keep_probs, kept_scores):
+    def _row_reductions(x, valid, scale, keep_scores, keep_probs, kept_scores, first=None):
         """Per query row of unscaled scores x (b, H, r, Tk), over the keys the model attends to:
         count, min, max, Σ(z − zmax), Σ(z − zmax)², Σ exp(z − zmax), Σ exp(z − zmax)·(z − zmax),
-        exp(z − zmax) at the row's first attended key (0 for a row with no key), with z = scale·x;
+        exp(z − zmax) at key `first` (b,) of each item (default: the row's first attended key; 0 where
+        that key is not attended), with z = scale·x;
         plus the probabilities if asked. Works in place on x: two full-size
         tensors at most, about a dozen passes (memory and time both matter on a GPU).
         """
@@ -319,7 +391,11 @@ class _Collector:
         s2_row = torch.linalg.vector_norm(x, dim=-1).square()
         l_row = e.sum(dim=-1)
         ey_row = (e.unsqueeze(-2) @ x.unsqueeze(-1))[..., 0, 0]
-        first = valid.to(torch.uint8).argmax(dim=-1, keepdim=True).expand(-1, H, -1, -1)  # (b, H, r, 1)
+        if first is None:
+            first = valid.to(torch.uint8).argmax(dim=-1, keepdim=True).expand(-1, H, -1, -1)  # (b, H, r, 1)
+        else:
+            # Clamped into the (possibly shortened) key range: a column before `first` is never attended (e = 0).
+            first = first.clamp(max=x.shape[-1] - 1).view(-1, 1, 1, 1).expand(-1, H, x.shape[2], 1)
         e0_row = e.gather(-1, first)[..., 0]
         probs = e.div_(torch.where(l_row > 0, l_row, torch.ones_like(l_row))[..., None]) if keep_probs else None
         return n_row, lo_row, hi_row, s1_row, s2_row, l_row, ey_row, e0_row, probs
@@ -379,6 +455,14 @@ class _Collector:
         count = stack(lambda a: a.n)
         rows = stack(lambda a: a.rows)
         frac_rows = stack(lambda a: a.frac_rows)
+        dist = {}
+        if self.options.distance_profile and all(self.acc[i].dist_n is not None for i in layers):
+            n = stack(lambda a: a.dist_n)
+            safe = np.maximum(n, 1)
+            mean = stack(lambda a: a.dist_s1) / safe
+            var = np.clip(stack(lambda a: a.dist_s2) / safe - mean ** 2, 0.0, None)
+            dist = dict(distance_count=n.astype(np.int64), distance_mean=np.where(n > 0, mean, np.nan),
+                        distance_std=np.where(n > 0, np.sqrt(var), np.nan))
         with np.errstate(invalid="ignore", divide="ignore"):
             return AttentionLogitStats(
                 d_head=int(self.d_head),
@@ -393,6 +477,8 @@ class _Collector:
                                           np.nan),
                 max_prob=stack(lambda a: a.maxp_sum) / np.maximum(rows, 1),
                 sink_mass=stack(lambda a: a.sink_sum) / np.maximum(rows, 1),
+                softcap=np.array([self.softcap.get(i, math.nan) for i in layers]),
+                **dist,
             )
 
 
@@ -433,7 +519,9 @@ def run(lm, batch: dict[str, torch.Tensor], options: CaptureOptions | None = Non
         attention_mask = torch.ones_like(batch["input_ids"])
         batch["attention_mask"] = attention_mask
     forward_kwargs = dict(batch)
-    if lm.family == "gpt2":
+    if not lm.fam.has_token_types:
+        forward_kwargs.pop("token_type_ids", None)
+    if lm.fam.needs_use_cache_off:
         forward_kwargs["use_cache"] = False
     if options.hidden_states:
         forward_kwargs["output_hidden_states"] = True
@@ -459,11 +547,18 @@ def run(lm, batch: dict[str, torch.Tensor], options: CaptureOptions | None = Non
 
 
 def _embedding_outputs(lm, batch) -> dict[str, torch.Tensor]:
-    """Token, position and segment embeddings computed from the model's own embedding modules."""
+    """Token, position and segment embeddings computed from the model's own embedding modules.
+
+    Rotary families have no position table: only "token" (what the first block receives; Gemma's
+    embedding module multiplies by √d itself)."""
+    from . import families
+
     ids = batch["input_ids"]
     T = ids.shape[1]
     position_ids = torch.arange(T, device=ids.device)[None].expand_as(ids)
     base = lm.model.base_model
+    if lm.fam.positions == "rotary":
+        return {"token": families.token_embedding(lm.model, lm.fam)(ids).float().cpu()}
     if lm.family == "gpt2":
         return {"token": base.wte(ids).float().cpu(), "position": base.wpe(position_ids).float().cpu()}
     emb = base.embeddings

@@ -49,7 +49,8 @@ class RemoteCodeError(InspectorError):
 
 
 class UnsupportedArchitectureError(InspectorError):
-    default_hint = "Supported now: GPT-2 family (gpt2, distilgpt2) and BERT family (bert, MiniLM)."
+    default_hint = ("Supported now: GPT-2 (gpt2, distilgpt2), BERT (bert, MiniLM) and the Llama-style decoders "
+                    "(Llama, SmolLM, Mistral, Qwen2, Qwen3, Gemma, Gemma 2, Gemma 3 text).")
 
 
 class CorruptCheckpointError(InspectorError):

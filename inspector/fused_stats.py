@@ -470,8 +470,17 @@ def row_figures_for_call(collector, module, query, key, attention_mask, scale: f
     if described is None:
         return None
     is_causal, kv, qv, window = described
-    return fused_row_figures(query, key, scale=scale, causal=is_causal, key_valid=kv, query_valid=qv,
-                             sliding_window=window)
+    figures = fused_row_figures(query, key, scale=scale, causal=is_causal, key_valid=kv, query_valid=qv,
+                                sliding_window=window)
+    if window is not None and window < Tk:
+        # The kernel's e0 is at each row's first attended key; the sink figure is the mass on the first
+        # real token, which a row at position p sees only while p − window < first: 0 on the other rows.
+        first = kv.to(torch.uint8).argmax(dim=1) if kv is not None else torch.zeros(B, dtype=torch.long,
+                                                                                    device=query.device)
+        pos = torch.arange(Tq, device=query.device) + (Tk - Tq)
+        beyond = pos[None, :] - window >= first.to(query.device)[:, None]  # (B, Tq)
+        figures[7].masked_fill_(beyond[:, None, :], 0.0)
+    return figures
 
 
 __all__ = ["ENV", "can_use", "describe_mask", "fused_row_figures", "merge_rows_fused", "mode", "observe",

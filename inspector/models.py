@@ -18,7 +18,7 @@ from urllib.parse import urlparse
 
 import torch
 
-from . import capture
+from . import capture, families
 from .errors import (
     CorruptCheckpointError,
     HubUnreachableError,
@@ -38,7 +38,9 @@ def bundled_spec(name: str, checkpoint: str | None = None, default_checkpoint: s
     """The spec of a bundled model (`bundled:name`, or `bundled:name@checkpoint` off its default)."""
     spec = BUNDLED_PREFIX + name
     return spec if checkpoint in (None, default_checkpoint) else f"{spec}@{checkpoint}"
-SUPPORTED_MODEL_TYPES = ("gpt2", "bert")
+
+
+SUPPORTED_MODEL_TYPES = families.supported_model_types()
 
 
 class ModelKind(str, Enum):
@@ -78,7 +80,7 @@ class LoadedModel:
     model: torch.nn.Module
     tokenizer: object
     kind: ModelKind
-    family: str  # config.model_type: "gpt2" | "bert"
+    family: str  # config.model_type: "gpt2" | "bert" | "llama" | "qwen2" | "mistral" | "gemma2" | ...
     architecture: str  # class name, e.g. GPT2LMHeadModel
     device: torch.device
     dtype: torch.dtype
@@ -91,6 +93,16 @@ class LoadedModel:
     provenance: Provenance
     # Serialises work that temporarily hooks the shared model (Captum's layer methods).
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    n_kv_heads: int | None = None  # key/value heads (grouped-query attention when < n_heads); None = n_heads
+
+    @property
+    def fam(self) -> families.Family:
+        """Static facts of the family (positions, norm kind, where the embeddings are)."""
+        return families.FAMILIES[self.family]
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
 
     @property
     def spec(self) -> str:
@@ -124,6 +136,10 @@ class LoadedModel:
             "dtype": str(self.dtype).replace("torch.", ""),
             "n_layers": self.n_layers,
             "n_heads": self.n_heads,
+            "n_kv_heads": self.kv_heads,
+            "positions": self.fam.positions,
+            "norm": self.fam.norm,
+            "tied_embeddings": families.tied_embeddings(self.model),
             "d_model": self.d_model,
             "d_head": self.d_head,
             "vocab_size": self.vocab_size,
@@ -267,9 +283,7 @@ def _check_config(config) -> None:
         raise RemoteCodeError(
             f"The config of this checkpoint (model_type '{config.model_type}') asks for trust_remote_code: "
             "it would run Python code shipped with the checkpoint.")
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedArchitectureError(
-            f"Architecture '{config.model_type}' is not supported yet.")
+    families.family_of(config)  # "not supported yet" for everything outside the table
 
 
 def _hub_reachable(timeout: float = 3.0) -> bool:
@@ -396,7 +410,8 @@ def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
     auto_cls, kind = _auto_class_for(config)
     load_kwargs = dict(
         dtype=torch_dtype,
-        attn_implementation=capture.ATTENTION_NAME,
+        # Gemma 2 refuses anything named "*sdpa*" at load time: eager, then wrap() installs ours
+        attn_implementation="eager" if config.model_type == "gemma2" else capture.ATTENTION_NAME,
         trust_remote_code=False,
         use_safetensors=None if allow_pickle else True,
     )
@@ -451,8 +466,7 @@ def wrap(model: torch.nn.Module, tokenizer, *, provenance: Provenance | None = N
          kind: ModelKind | None = None) -> LoadedModel:
     """Wrap an already-built model (tests, notebooks) the same way `load` does."""
     config = model.config
-    if config.model_type not in SUPPORTED_MODEL_TYPES:
-        raise UnsupportedArchitectureError(f"Architecture '{config.model_type}' is not supported yet.")
+    families.family_of(config)
     capture.install(model)
     n_heads = config.num_attention_heads
     d_model = config.hidden_size
@@ -469,11 +483,12 @@ def wrap(model: torch.nn.Module, tokenizer, *, provenance: Provenance | None = N
         n_layers=config.num_hidden_layers,
         n_heads=n_heads,
         d_model=d_model,
-        d_head=d_model // n_heads,
+        d_head=families.head_dim(config),
         vocab_size=config.vocab_size,
         max_positions=int(max_pos),
         provenance=provenance or Provenance(spec=getattr(config, "name_or_path", "") or type(model).__name__,
                                             source="memory", resolved_path=""),
+        n_kv_heads=families.n_kv_heads(config),
     )
 
 

@@ -379,6 +379,7 @@ def _run_embeddings(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) ->
         _part(out, "norm_frequency", freq)
     _part(out, "positions", lambda: emb.position_embeddings(lm))
     _part(out, "segments", lambda: emb.segment_embeddings(lm))
+    _part(out, "output_embeddings", lambda: emb.output_embeddings(lm))
     _part(out, "contextual", lambda: emb.contextual_embeddings(lm, enc))
     n_nb = int(settings["embeddings_neighbours"])
     if n_nb > 0:

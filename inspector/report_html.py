@@ -153,7 +153,7 @@ def _html_layernorm(report: _r.Report, sec: _r.Section) -> str:
         parts.append(f'<p>{len(ln.layers)} normalisation layers. Over all of them: γ mean {_h(_fmt(pg.mean))}, '
                      f'median {_h(_fmt(float(pg.quantiles[3])))}; {pg.frac_in_band:.1%} of γ lie in '
                      f'[{lo:g}, {hi:g}]' + (f"; {pb.frac_near_zero:.1%} of β have |β| &lt; {ln.beta_tol:g}"
-                                            if pb else "; no layer has a bias β") + ".</p>")
+                                            if pb else "; no β (RMSNorm: a gain γ only, no bias)") + ".</p>")
         names = _short_names([layer.name for layer in ln.layers])
         charts = [svg.histogram(pg.hist_counts, pg.hist_edges, log_y=True, title="γ over all layers",
                                 x_label="γ", markers={"band lo": lo, "band hi": hi})]
@@ -405,6 +405,12 @@ def _html_embeddings(report: _r.Report, sec: _r.Section) -> str:
         return _kv([["segment types", s.n_types], ["cosine(segment 0, segment 1)", s.cosine_0_1],
                     ["segment norms", ", ".join(_fmt(v) for v in s.norms)], ["mean token norm", s.mean_token_norm]])
 
+    def output(o) -> str:
+        return _kv([["tied to the input table", o.tied], ["rows × dim", f"{o.n_rows} × {o.dim}"],
+                    ["mean ‖output row‖", o.mean_output_norm], ["mean ‖input row‖", o.mean_input_norm],
+                    ["mean cos(input row, output row)", o.mean_row_cosine],
+                    ["Spearman ρ(‖input‖, ‖output‖)", o.norm_spearman]])
+
     def contextual(c) -> str:
         L1 = len(c.mean_pairwise_cosine)
         items = [svg.line_chart({"mean cosine between tokens": (range(L1), c.mean_pairwise_cosine),
@@ -430,6 +436,7 @@ def _html_embeddings(report: _r.Report, sec: _r.Section) -> str:
     block("norm_frequency", "Norm against frequency", freq)
     block("positions", "Position embeddings", positions)
     block("segments", "Segment embeddings", segments)
+    block("output_embeddings", "Output embeddings (unembedding)", output)
     block("contextual", "Contextual embeddings of this text", contextual)
     block("neighbours", "Nearest neighbours of tokens in this text", neighbours)
     block("clusters", "Clusters of frequent tokens", clusters)

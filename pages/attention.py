@@ -1,8 +1,8 @@
 """Attention: how large QKᵀ really is per layer and head, how peaked the softmax gets, and one head's pattern."""
 import streamlit as st
 
-from inspector.analyses import attention
-from pages import _common
+from inspector.analyses import attention, decoder_signals
+from pages import _common, _render
 
 ctx = _common.page_context()
 _common.page_header(
@@ -35,6 +35,11 @@ with _common.guard("the attention statistics"):
 
     with st.expander("Table: every layer and head (sortable)"):
         st.dataframe(_common.attention_rows(rep), hide_index=True, key="attn_table")
+
+st.subheader("Attention sinks")
+with _common.guard("the attention sinks"):
+    sig = _render.run_registered("decoder_signals", lm, ctx.text, ctx.text_pair, {})
+    _render.render_blocks(decoder_signals.sink_blocks(sig), key_prefix="attn_sinks")
 
 st.subheader("Attention pattern of one head")
 with _common.guard("the attention pattern"):

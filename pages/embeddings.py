@@ -2,8 +2,8 @@
 and the text's vectors."""
 import streamlit as st
 
-from inspector.analyses import embeddings
-from pages import _common
+from inspector.analyses import decoder_signals, embeddings
+from pages import _common, _render
 
 ctx = _common.page_context()
 lm = ctx.lm
@@ -55,6 +55,12 @@ with tab_map, _common.guard("the token map"):
                   for i, (size, ex) in enumerate(zip(cr.sizes, clusters.exemplars))], hide_index=True,
                  key="emb_clusters")
 
+    out = _common.run(embeddings.output_embeddings, lm, spinner="Comparing the output matrix with the input table…")
+    st.caption(("Output head tied to this table (the same matrix)." if out.tied else
+                f"Untied output head: mean cos(input row, output row) = {out.mean_row_cosine:.3f}, mean ‖output row‖ "
+                f"{out.mean_output_norm:.4g} vs ‖input row‖ {out.mean_input_norm:.4g}, "
+                f"Spearman ρ of the norms {out.norm_spearman:.3f}."))
+
 with tab_nn, _common.guard("the nearest neighbours"):
     enc = _common.encoded(lm, ctx.text, ctx.text_pair)
     options = _common.text_token_options(enc)
@@ -77,6 +83,9 @@ with tab_pos, _common.guard("the position and segment tables"):
     pos = tables["positions"]
     if isinstance(pos, str):
         st.info(pos)
+        if lm.fam.positions == "rotary":  # what there is instead of a table: q·k against query–key distance
+            sig = _render.run_registered("decoder_signals", lm, ctx.text, ctx.text_pair, {})
+            _render.render_blocks(decoder_signals.distance_blocks(sig), key_prefix="emb_rope")
     else:
         c = st.columns(3)
         c[0].metric("Positions × dims", f"{pos.n_positions} × {pos.dim}")

@@ -2,8 +2,8 @@
 import streamlit as st
 
 from inspector import plots
-from inspector.analyses import layernorm
-from pages import _common
+from inspector.analyses import decoder_signals, layernorm
+from pages import _common, _render
 
 ctx = _common.page_context()
 _common.page_header(
@@ -19,9 +19,11 @@ with _common.guard("the LayerNorm statistics"):
     c[0].metric("Norm layers", len(rep.layers))
     c[1].metric("γ mean (all layers)", f"{g.mean:.3f}", help=f"median {g.quantiles[3]:.3f}, std {g.std:.3f}")
     c[2].metric(f"γ in [{lo:g}, {hi:g}]", f"{g.frac_in_band:.1%}", help="Share of all γ values inside the seed's band.")
-    c[3].metric(f"|β| < {rep.beta_tol:g}", f"{b.frac_near_zero:.1%}" if b else "no β",
+    c[3].metric(f"|β| < {rep.beta_tol:g}", f"{b.frac_near_zero:.1%}" if b else "no β (RMSNorm)",
                 help="Share of all β values near zero (the seed's claim).")
 
+    if any(layer.gamma_offset for layer in rep.layers):
+        st.caption("This model's norms scale by (1 + weight) (Gemma): every γ here is that effective scale.")
     names = ["All layers (pooled)"] + rep.names
     choice = st.selectbox("Histogram of", names, key="ln_layer", persist_state="session")
     if choice == names[0]:
@@ -36,7 +38,8 @@ with _common.guard("the LayerNorm statistics"):
         _common.chart("param_histogram", bs, "β", title=f"β — {label} ({bs.n:,} values)",
                       color=plots.PALETTE[1], st_key="ln_beta_hist", container=col2)
     else:
-        col2.info("This layer has no bias β (RMSNorm-style).")
+        col2.info("No β: " + ("RMSNorm scales by a gain γ only (no centring, no bias)." if any(
+            layer.kind == "rmsnorm" for layer in rep.layers) else "this layer has no bias."))
 
     st.subheader("Every norm layer")
     st.dataframe(rep.table(), hide_index=True, key="ln_table",
@@ -51,6 +54,12 @@ with _common.guard("the LayerNorm statistics"):
         _common.chart("norm_histogram_heatmap", rep, "gamma", st_key="ln_heat_g")
         if rep.pooled_beta is not None:
             _common.chart("norm_histogram_heatmap", rep, "beta", st_key="ln_heat_b")
+
+st.subheader("Outlier γ and massive activations")
+with _common.guard("the γ outliers and massive activations"):
+    sig = _render.run_registered("decoder_signals", ctx.lm, ctx.text, ctx.text_pair, {})
+    _render.render_blocks(decoder_signals.gamma_outlier_blocks(sig) + decoder_signals.massive_blocks(sig),
+                          key_prefix="ln_signals")
 
 st.subheader("On your text")
 st.caption("What each norm layer does to the activations of the sidebar's text: the spread going in and coming out.")

@@ -13,7 +13,8 @@ with _common.guard("the model overview"):
 
     c = st.columns(4)
     c[0].metric("Parameters", _common.format_count(d["n_parameters"]), help=f"{d['n_parameters']:,} in total")
-    c[1].metric("Layers × heads", f"{d['n_layers']} × {d['n_heads']}")
+    c[1].metric("Layers × heads", f"{d['n_layers']} × {d['n_heads']}" + (
+        f" ({d['n_kv_heads']} KV heads)" if d.get("n_kv_heads", d["n_heads"]) != d["n_heads"] else ""))
     c[2].metric("d_model / d_head", f"{d['d_model']} / {d['d_head']}")
     c[3].metric("Vocabulary", f"{d['vocab_size']:,}", help=f"context: {d['max_positions']:,} positions")
 

@@ -172,7 +172,7 @@ def _plain_forward(lm, batch) -> tuple[torch.Tensor, str]:
     inside a capture block.
     """
     kwargs = dict(batch)
-    if lm.family == "gpt2":
+    if lm.fam.needs_use_cache_off:
         kwargs["use_cache"] = False
 
     def forward():

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import families
 from ..errors import InputError, NotAvailableError, OutOfMemoryError
 from ..inputs import Encoded, display_token, encode
 
@@ -110,8 +111,8 @@ class _Target:
 
 def _head(lm):
     """The module mapping final hidden states to vocabulary logits (what the LM head applies)."""
-    if lm.family == "gpt2":
-        return lm.model.lm_head
+    if lm.is_causal:
+        return families.output_head(lm.model)  # lm_head (Gemma 2: with its final logit softcap)
     cls = getattr(lm.model, "cls", None)
     if cls is None or not hasattr(cls, "predictions"):
         raise NotAvailableError(f"{lm.architecture} has no masked-LM head to attribute through.")
@@ -210,7 +211,7 @@ def _make_forward(lm, enc: Encoded, target: _Target, input_ids: torch.Tensor):
     def forward(embeds: torch.Tensor) -> torch.Tensor:
         B, T = embeds.shape[:2]  # T may be a causal prefix of the text
         kwargs = dict(inputs_embeds=embeds, attention_mask=mask[:, :T].expand(B, -1))
-        if lm.family == "gpt2":
+        if lm.fam.needs_use_cache_off:
             kwargs["use_cache"] = False
         elif tti is not None:
             kwargs["token_type_ids"] = tti[:, :T].expand(B, -1)

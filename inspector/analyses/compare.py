@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import capture
+from .. import capture, families
 from ..errors import InputError, NotAvailableError
 from ._common import check_int
 from ..inputs import clean_text, display_token, encode
@@ -434,7 +434,7 @@ def _body(lm):
 def _head(lm, objective: str):
     """Module mapping final hidden rows (n, D) to vocabulary logits (n, V)."""
     if objective == "causal":
-        head = lm.model.get_output_embeddings()
+        head = families.output_head(lm.model)  # Gemma 2: with its final logit softcap
     else:
         head = getattr(getattr(lm.model, "cls", None), "predictions", None)
     if head is None:
@@ -455,7 +455,7 @@ def _causal_hidden(lm, full_ids: list[int], window: int, stride: int, batch_size
     run together, `batch_size` per forward pass.
     """
     body = _body(lm)
-    kwargs = {"use_cache": False} if lm.family == "gpt2" else {}
+    kwargs = {"use_cache": False} if lm.fam.needs_use_cache_off else {}
     ids = torch.tensor(full_ids, dtype=torch.long)
     windows = _windows(len(full_ids), window, stride)
     rows = []

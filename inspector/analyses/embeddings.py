@@ -160,6 +160,21 @@ class PositionEmbeddings:
 
 
 @dataclass
+class OutputEmbeddings:
+    """The output (unembedding) matrix next to the input table. Shapes use V = shared vocabulary rows."""
+
+    tied: bool  # the head's weight is the input table itself (GPT-2, Gemma); then the figures below are trivial
+    n_rows: int  # V
+    dim: int
+    output_norms: np.ndarray  # (V,) ‖w_out[v]‖
+    mean_output_norm: float
+    mean_input_norm: float
+    row_cosine: np.ndarray  # (V,) cos(e_in[v], w_out[v]); NaN where a row is all zeros (padding rows)
+    mean_row_cosine: float  # over the rows where it is defined
+    norm_spearman: float  # Spearman ρ between ‖e_in[v]‖ and ‖w_out[v]‖ over the V rows
+
+
+@dataclass
 class SegmentEmbeddings:
     """BERT token-type (segment) table: sentence A = 0, sentence B = 1."""
 
@@ -222,6 +237,44 @@ def input_embedding_matrix(lm) -> torch.Tensor:
     if emb is None or not isinstance(getattr(emb, "weight", None), torch.Tensor):
         raise NotAvailableError("This model has no token-embedding table.")
     return emb.weight.detach()
+
+
+def output_embedding_matrix(lm) -> torch.Tensor:
+    """The (V, D) weight of the output head (causal / masked LM decoder), detached."""
+    head = lm.model.get_output_embeddings() if hasattr(lm.model, "get_output_embeddings") else None
+    if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
+        raise NotAvailableError("This model has no output (unembedding) matrix.")
+    return head.weight.detach()
+
+
+def output_embeddings(lm) -> OutputEmbeddings:
+    """Norms of the output matrix's rows and their cosine with the same token's input row.
+
+    Untied decoders (Llama, Qwen2, Mistral) learn a separate unembedding: how far it is from the input
+    table is a property of the checkpoint. Tied ones report cosine 1 exactly."""
+    from scipy.stats import spearmanr
+
+    from .. import families
+
+    W_in, W_out = input_embedding_matrix(lm), output_embedding_matrix(lm)
+    V = min(W_in.shape[0], W_out.shape[0])
+    if W_in.shape[1] != W_out.shape[1]:
+        raise NotAvailableError(f"Input and output matrices differ in width ({W_in.shape[1]} vs {W_out.shape[1]}).")
+    n_in, n_out = _row_norms(W_in[:V]), _row_norms(W_out[:V])
+    cos = np.empty(V)
+    for b0 in range(0, V, DEFAULT_BLOCK):
+        a = W_in[b0:b0 + DEFAULT_BLOCK].to(torch.float64)
+        b = W_out[b0:b0 + DEFAULT_BLOCK].to(torch.float64)
+        na, nb = torch.linalg.vector_norm(a, dim=1), torch.linalg.vector_norm(b, dim=1)
+        c = (a * b).sum(dim=1) / (na * nb)
+        cos[b0:b0 + len(a)] = torch.where((na > 0) & (nb > 0), c, torch.nan).cpu().numpy()  # zero rows (padding)
+    rho = float(spearmanr(n_in, n_out).statistic) if V >= 3 and np.ptp(n_in) > 0 and np.ptp(n_out) > 0 \
+        else math.nan
+    return OutputEmbeddings(tied=families.tied_embeddings(lm.model), n_rows=int(V), dim=int(W_in.shape[1]),
+                            output_norms=n_out, mean_output_norm=float(n_out.mean()),
+                            mean_input_norm=float(n_in.mean()), row_cosine=cos,
+                            mean_row_cosine=float(np.nanmean(cos)) if np.isfinite(cos).any() else math.nan,
+                            norm_spearman=rho)
 
 
 def token_strings(lm, ids) -> list[str]:
@@ -737,6 +790,11 @@ def _position_module(lm):
                 break
         if obj is not None and isinstance(getattr(obj, "weight", None), torch.Tensor):
             return obj
+    if getattr(lm, "fam", None) is not None and lm.fam.positions == "rotary":
+        raise NotAvailableError(
+            f"{lm.fam.label} uses rotary positions (RoPE): there is no position-embedding table. Positions act by "
+            "rotating q and k; σ(QKᵀ) against query–key distance (section 'Sinks, massive activations, γ outliers') "
+            "shows their effect.")
     raise NotAvailableError("This model has no absolute position-embedding table (it may use rotary or "
                             "relative positions).")
 

@@ -917,7 +917,10 @@ def _claim_tying(lm, enc, text: str) -> ClaimRow:
 
 
 def _claim_input_sum(lm, cap) -> ClaimRow:
-    if lm.family == "gpt2":
+    if lm.fam.positions == "rotary":
+        claim, key = (f"{lm.fam.label} input = token embedding alone (rotary positions: no position table)",
+                      "input_embedding_sum")
+    elif lm.family == "gpt2":
         claim, key = "GPT-2 input = token embedding + position embedding", "input_embedding_sum"
     else:
         claim, key = "BERT input embedding = token + segment + position", "input_embedding_sum"
@@ -925,7 +928,7 @@ def _claim_input_sum(lm, cap) -> ClaimRow:
     if cap is None or cap.hidden_states is None or cap.embeddings is None:
         return _na(key, "002" if lm.family == "bert" else "000", claim, thr, "Hidden states were not captured.")
     e = cap.embeddings
-    total = e["token"] + e["position"] + (e["segment"] if "segment" in e else 0)
+    total = e["token"] + e.get("position", 0) + (e["segment"] if "segment" in e else 0)
     note = ""
     if lm.family == "bert":
         ln = lm.model.base_model.embeddings.LayerNorm

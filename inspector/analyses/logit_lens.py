@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from .. import families
 from ..analysis import Analysis, Chart, Metric, Note, Table, setting
 from ..errors import NotAvailableError
 from ..inputs import display_token
@@ -76,7 +77,7 @@ def _readout(lm: LoadedModel):
     """hidden state (N, d) -> logits (N, V) through the model's final norm and head."""
     model = lm.model
     if lm.is_causal:
-        norm, head = _final_norm(model), model.get_output_embeddings()
+        norm, head = _final_norm(model), families.output_head(model)
         if norm is None or head is None:
             raise NotAvailableError(f"The logit lens does not know the final norm of {lm.architecture}.")
         return lambda h: head(norm(h))

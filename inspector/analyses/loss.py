@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .. import families
 from ..errors import InputError, NotAvailableError
 from ._common import check_int
 from ..inputs import Encoded, clean_text, display_token, encode
@@ -280,10 +281,10 @@ def _causal_parts(lm):
     """(body, head): body(input_ids) -> last hidden state (B, T, D); head(hidden) -> logits (.., V)."""
     model = lm.model
     body = model.base_model
-    head = model.get_output_embeddings()
+    head = families.output_head(model)  # Gemma 2: with its final logit softcap
     if body is model or head is None:  # pragma: no cover - guarded by _require_causal
         raise NotAvailableError("This model has no language-model head.")
-    kwargs = {"use_cache": False} if lm.family == "gpt2" else {}
+    kwargs = {"use_cache": False} if lm.fam.needs_use_cache_off else {}
 
     def run_body(input_ids, attention_mask=None, inputs_embeds=None):
         out = body(input_ids=input_ids, attention_mask=attention_mask, inputs_embeds=inputs_embeds, **kwargs)
