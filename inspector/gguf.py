@@ -40,21 +40,26 @@ class GGUFInfo:
     tensor_types: tuple[tuple[str, int], ...]  # (type name, number of tensors), commonest first
     name: str | None = None  # general.name
     license: str | None = None  # general.license
+    roles: tuple[tuple[str, str], ...] = ()  # ("token embeddings", "Q8_0"), ("norm weights", "F32"), ...
 
     @property
     def summary(self) -> str:
         types = ", ".join(f"{n}× {t}" for t, n in self.tensor_types)
-        return f"dequantised to float32 from a {self.quantisation} GGUF file ({types})"
+        roles = "; ".join(f"{role} {t}" for role, t in self.roles)
+        return (f"dequantised to float32 from a {self.quantisation} GGUF file ({types}"
+                + (f"; {roles}" if roles else "") + ")")
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
         d["tensor_types"] = [list(t) for t in self.tensor_types]
+        d["roles"] = [list(t) for t in self.roles]
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> GGUFInfo:
         d = dict(d)
         d["tensor_types"] = tuple((str(t), int(n)) for t, n in d.get("tensor_types", ()))
+        d["roles"] = tuple((str(r), str(t)) for r, t in d.get("roles", ()))
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
 
@@ -124,6 +129,7 @@ def read_info(path: Path, sha256: str | None = None) -> GGUFInfo:
     try:
         reader = gguf.GGUFReader(str(path), "r")
         types = Counter(t.tensor_type.name for t in reader.tensors)
+        by_name = {t.name: t.tensor_type.name for t in reader.tensors}
         file_type = _field(reader, "general.file_type")
         arch = _field(reader, "general.architecture")
         name = _field(reader, "general.name")
@@ -141,9 +147,23 @@ def read_info(path: Path, sha256: str | None = None) -> GGUFInfo:
             quant = None
     if quant is None:  # no/unknown file_type: the commonest non-F32 tensor type
         quant = next((t for t, _ in types.most_common() if t not in ("F32",)), "F32")
+    norm_types = sorted({t for n, t in by_name.items() if "norm" in n})
+    roles = [("token embeddings", by_name.get("token_embd.weight")),
+             ("output head", by_name.get("output.weight", "tied to the token embeddings")),
+             ("norm weights", "/".join(norm_types) or None)]
     return GGUFInfo(path=str(path.resolve()), sha256=sha256 or file_sha256(path), architecture=str(arch or "?"),
                     quantisation=quant, tensor_types=tuple(types.most_common()),
-                    name=str(name) if name else None, license=str(lic) if lic else None)
+                    name=str(name) if name else None, license=str(lic) if lic else None,
+                    roles=tuple((r, t) for r, t in roles if t))
+
+
+def quantisation_note(provenance, what: str) -> str | None:
+    """One sentence for views of `what` (e.g. "γ values") when the weights came from a quantised file."""
+    detail = getattr(provenance, "dequantised_from", None)
+    if not detail:
+        return None
+    return (f"Weights {detail}. Quantisation noise is part of what you see in the {what}: a value stored "
+            "quantised carries the rounding of its block; one stored as F32 is exact.")
 
 
 def converted_info(folder: Path) -> GGUFInfo | None:
