@@ -180,3 +180,17 @@ def test_position_table_refused_with_rotary_message(pair):
     _, lm, _ = pair
     with pytest.raises(NotAvailableError, match="rotary positions"):
         embeddings.position_embeddings(lm)
+
+
+def test_causal_loss_equals_plain_model(pair):
+    """Per-token loss through inspector's body + head (Gemma 2: with its final logit softcap) equals the
+    cross-entropy of the plain model's own logits."""
+    from inspector.analyses import loss
+
+    model_type, lm, plain = pair
+    rep = loss.causal_token_loss(lm, TEXTS[2])
+    ids = torch.tensor([rep.token_ids])
+    with torch.no_grad():
+        logits = plain(input_ids=ids, use_cache=False).logits[0].double()
+    ce = -torch.log_softmax(logits[:-1], dim=-1).gather(1, ids[0, 1:, None])[:, 0]
+    np.testing.assert_allclose(rep.ce_nats, ce.numpy(), rtol=1e-5, atol=1e-6, err_msg=model_type)
