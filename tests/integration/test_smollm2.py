@@ -73,7 +73,22 @@ def test_provenance_says_dequantised_q4_1(smol):
     assert "token embeddings Q8_0" in d["provenance"]["dequantised_from"]
 
 
-def test_cli_report_runs_and_has_every_section(smollm2_folder, tmp_path):
+def _find(obj, key):
+    if isinstance(obj, dict):
+        if key in obj:
+            return obj[key]
+        obj = list(obj.values())
+    if isinstance(obj, list):
+        for v in obj:
+            found = _find(v, key)
+            if found is not None:
+                return found
+    return None
+
+
+def test_cli_report_runs_and_has_every_section(smollm2_folder, smol, tmp_path):
+    from inspector.analyses.loss import causal_token_loss
+
     out = tmp_path / "smol.json"
     proc = subprocess.run([sys.executable, "-m", "inspector", "report", "-m", SPEC, "--text", TEXT, "-o", str(out),
                            "--sections", "overview,layernorm,attention,loss,embeddings", "--quiet"],
@@ -83,7 +98,9 @@ def test_cli_report_runs_and_has_every_section(smollm2_folder, tmp_path):
     status = {k: v["status"] for k, v in data["sections"].items()}
     assert status and all(s == "ok" for s in status.values()), status
     assert data["model"]["provenance"]["quantisation"] == "Q4_1"
-    assert 3 < json.dumps(data["sections"]["loss"]).count("perplexity") and "Q4_1" in out.read_text()
+    ppl = _find(data["sections"]["loss"], "perplexity")
+    assert ppl == pytest.approx(causal_token_loss(smol, TEXT).perplexity, rel=1e-6)
+    assert "Q4_1" in out.read_text()
 
 
 def test_cli_compare_across_tokenizers(smollm2_folder, tmp_path):
