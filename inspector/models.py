@@ -74,7 +74,11 @@ class Provenance:
     dequantised_from: str | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        for key in ("quantisation", "dequantised_from"):  # only for weights from a quantised file
+            if d[key] is None:
+                del d[key]
+        return d
 
 
 @dataclass(eq=False)
