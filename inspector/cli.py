@@ -518,16 +518,19 @@ def cmd_models(args) -> int:
     if args.json:
         print(json.dumps([{"spec": bundled_spec(m.name), "kind": m.kind, "available": m.available,
                            "checkpoints": m.checkpoints, "default_checkpoint": m.default_checkpoint,
-                           "description": m.description} for m in models], indent=1))
+                           "description": m.description, "licence": getattr(m, "licence", ""),
+                           "install": getattr(m, "install", "")} for m in models], indent=1))
         return EXIT_OK
     default = getattr(bundled, "DEFAULT_MODEL", DEFAULT_MODEL)
     for m in models:
         spec = bundled_spec(m.name)
         mark = " (default)" if spec == default else ""
-        state = ", ".join(m.checkpoints) if m.available else "not installed"
-        print(f"{spec}{mark}\n    {m.kind}; checkpoints: {state}\n    {m.description}")
+        install = getattr(m, "install", "") or "python -m inspector.bundled build"
+        state = ", ".join(m.checkpoints) if m.available else f"not installed (install: {install})"
+        licence = f"; licence: {m.licence}" if getattr(m, "licence", "") else ""
+        print(f"{spec}{mark}\n    {m.kind}; checkpoints: {state}{licence}\n    {m.description}")
     if not all(m.available for m in models):
-        print("\nModels marked 'not installed' can be built with: python -m inspector.bundled build", file=sys.stderr)
+        print("\nModels marked 'not installed' name the command that installs or builds them.", file=sys.stderr)
     return EXIT_OK
 
 

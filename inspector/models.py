@@ -69,9 +69,17 @@ class Provenance:
     resolved_path: str
     revision: str | None = None
     commit_hash: str | None = None  # hub commit, or sha256 of the weights file for local/bundled
+    # set when the weights were dequantised from a GGUF file (inspector.gguf): its quantisation
+    # type (e.g. "Q4_1") and a one-line account; quantisation noise is then part of every figure
+    quantisation: str | None = None
+    dequantised_from: str | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        for key in ("quantisation", "dequantised_from"):  # only for weights from a quantised file
+            if d[key] is None:
+                del d[key]
+        return d
 
 
 @dataclass(eq=False)
@@ -169,6 +177,10 @@ def parse_spec(spec: str) -> ParsedSpec:
         raise InputError("The model name contains control characters.", "Retype the model name.")
     if spec.startswith(BUNDLED_PREFIX):
         return ParsedSpec("bundled", spec[len(BUNDLED_PREFIX):], None)
+    from . import gguf
+
+    if gguf.is_gguf_spec(spec):  # file.gguf or folder:file.gguf (converted and cached on load)
+        return ParsedSpec("gguf", spec, None)
     looks_like_path = spec.startswith(("/", "./", "../", "~")) or os.sep in spec and os.path.exists(
         os.path.expanduser(spec)
     )
@@ -324,6 +336,15 @@ def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
         folder = bundled.resolve(parsed.target)
         weights_file = _check_local_weights(Path(folder), allow_pickle)
         location, common = str(folder), {"local_files_only": True}
+    elif parsed.source == "gguf":
+        from . import gguf
+
+        gguf_path = gguf.resolve_file(parsed.target)
+        if restrict_to_roots:
+            gguf_path = check_path_allowed(str(gguf_path))
+        folder, _ = gguf.ensure_converted(gguf_path, check_config=_check_config)
+        weights_file = _check_local_weights(folder, allow_pickle)
+        location, common = str(folder), {"local_files_only": True}
     elif parsed.source == "local":
         folder = check_path_allowed(parsed.target) if restrict_to_roots else Path(parsed.target)
         weights_file = _check_local_weights(folder, allow_pickle)
@@ -408,9 +429,19 @@ def load(spec: str, device: str | torch.device = "auto", dtype: str | torch.dtyp
     model.requires_grad_(False)
 
     commit = getattr(config, "_commit_hash", None) if parsed.source == "hub" else _file_sha256(weights_file)
+    quant = None
+    if parsed.source != "hub":  # a folder converted from GGUF (a .gguf spec, bundled:smollm2, the cache itself)
+        from . import gguf
+
+        quant = gguf.converted_info(Path(location))
+        if quant is not None:
+            commit = "sha256:" + quant.sha256[:16]  # of the GGUF file: what the user has
     provenance = Provenance(spec=spec.strip(), source=parsed.source,
-                            resolved_path=str(getattr(model, "name_or_path", location) or location),
-                            revision=revision, commit_hash=commit)
+                            resolved_path=quant.path if quant else str(getattr(model, "name_or_path", location)
+                                                                       or location),
+                            revision=revision, commit_hash=commit,
+                            quantisation=quant.quantisation if quant else None,
+                            dequantised_from=quant.summary if quant else None)
     return wrap(model, tokenizer, provenance=provenance, kind=kind)
 
 

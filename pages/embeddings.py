@@ -2,6 +2,7 @@
 and the text's vectors."""
 import streamlit as st
 
+from inspector import gguf
 from inspector.analyses import decoder_signals, embeddings
 from pages import _common, _render
 
@@ -12,6 +13,8 @@ _common.page_header(
     "Claims checked here: frequent tokens get larger norms ⚠, embeddings form semantic clusters, and BERT's positions "
     "are sinusoidal ⚠ (they are learned). Measured on the loaded model and the bundled corpus.")
 
+if note := gguf.quantisation_note(lm.provenance, "embedding views (norms, cosines, neighbours, map)"):
+    st.info(note)
 tab_table, tab_map, tab_nn, tab_pos, tab_text = st.tabs(
     ["Token table", "Map & clusters", "Neighbours", "Positions & segments", "Your text"])
 

@@ -1,7 +1,7 @@
 """LayerNorm: the learned gain γ and bias β of every normalisation layer, and what the layers do to a text."""
 import streamlit as st
 
-from inspector import plots
+from inspector import gguf, plots
 from inspector.analyses import decoder_signals, layernorm
 from pages import _common, _render
 
@@ -31,6 +31,9 @@ with _common.guard("the LayerNorm statistics"):
     else:
         layer = rep.layer(choice)
         gs, bs, label = layer.gamma_stats, layer.beta_stats, choice
+    note = gguf.quantisation_note(ctx.lm.provenance, "γ values")
+    if note:
+        st.info(note)
     col1, col2 = st.columns(2)
     _common.chart("param_histogram", gs, "γ", title=f"γ — {label} ({gs.n:,} values)",
                   band=rep.gamma_band, st_key="ln_gamma_hist", container=col1)

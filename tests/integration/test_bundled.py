@@ -19,7 +19,8 @@ VALID_TEXT = (bundled.CORPUS_DIR / "valid.txt").read_text(encoding="utf-8")
 ASCII_LINES = [line for line in VALID_TEXT.splitlines() if line.strip() and line.isascii()][:200]
 MODEL_CLASS = {"causal-lm": AutoModelForCausalLM, "pretraining": BertForPreTraining, "encoder": AutoModel}
 BUNDLED = bundled.list_bundled()
-SPECS = [f"{m.name}@{c}" for m in BUNDLED for c in m.checkpoints]
+# smollm2 is a GGUF conversion with its own tests (tests/integration/test_smollm2.py, one conversion per session)
+SPECS = [f"{m.name}@{c}" for m in BUNDLED for c in m.checkpoints if m.name != "smollm2"]
 
 
 def _model_for(spec: str):
@@ -36,7 +37,9 @@ def _load(spec: str):
 
 def test_every_bundled_model_is_built_and_listed():
     by_name = {m.name: m for m in BUNDLED}
-    assert list(by_name) == ["gpt2-mini", "bert-mini", "minilm"]
+    assert list(by_name) == ["smollm2", "gpt2-mini", "bert-mini", "minilm"]  # SmolLM2 first in the picker
+    assert by_name["smollm2"].available, bundled.SMOLLM2_INSTALL
+    assert by_name["smollm2"].licence == "Apache-2.0" and "Q4_1 GGUF" in by_name["smollm2"].description
     for name in ("gpt2-mini", "bert-mini"):
         assert by_name[name].available, "run: python -m inspector.bundled build"
         assert len(by_name[name].checkpoints) >= 3

