@@ -143,3 +143,21 @@ def test_token_loss_page_shows_the_library_perplexity(smol_tour, smol):
     ppl = causal_token_loss(smol, TEXT).perplexity
     shown = [v for k, v in smol_tour["token_loss"]["metrics"].items() if "erplexity" in k]
     assert shown and any(f"{ppl:.2f}" in v or f"{ppl:.1f}" in v or f"{ppl:.3g}" in v for v in shown), (shown, ppl)
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_attention_statistics_match_an_independent_computation(smol, plain, padding_side):
+    """QKᵀ statistics of the real model (30 layers, 9 query heads over 3 KV heads, RoPE) against q·k rebuilt
+    from hooks on q_proj / k_proj with the test's own RoPE and mask (tests/unit/family_models.py)."""
+    sys.path.insert(0, str(REPO / "tests" / "unit"))
+    from family_models import reference_stats
+
+    from inspector import capture, inputs
+
+    batch = inputs.encode_batch(smol, [TEXT, "Paris is the capital of France."], padding_side=padding_side)
+    got = capture.run(smol, batch).attention
+    ref = reference_stats(plain[0], batch)
+    np.testing.assert_array_equal(got.count, ref["count"])
+    for name in ("mean", "std", "min", "max", "entropy", "entropy_fraction", "max_prob", "sink_mass"):
+        # atol: a few heads are almost one-hot (entropy ~2e-4 nats), where float32 rounding dominates
+        np.testing.assert_allclose(getattr(got, name), ref[name], rtol=1e-4, atol=1e-6, err_msg=name)
