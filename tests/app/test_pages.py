@@ -120,6 +120,9 @@ def english() -> str:
 @pytest.fixture(scope="module")
 def tour(spec):
     """Open the app, then every page once, then every page a second time (timed)."""
+    import streamlit as st
+
+    st.cache_data.clear()  # earlier test files in this process may have computed the same results
     at = new_app()
     at.run(timeout=180)
     first = snapshot(at)
