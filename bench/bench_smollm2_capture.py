@@ -63,11 +63,14 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="one repeat per variant (make bench --quick)")
     ap.add_argument("--worker", nargs=3, metavar=("VARIANT", "B", "T"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker(args.worker[0], int(args.worker[1]), int(args.worker[2]), args.threads)
         return 0
+    if args.quick:
+        args.repeats = 1
     if args.threads:
         torch.set_num_threads(args.threads)
     lm = models.load("bundled:smollm2")

@@ -15,14 +15,15 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"capture": "bench_capture.py", "corpus": "bench_corpus.py", "vocab": "bench_vocab.py",
-           "app": "bench_app.py", "report": "bench_report.py"}
+           "app": "bench_app.py", "report": "bench_report.py",
+           "smollm2": "bench_smollm2_capture.py"}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller shapes and token counts (a few minutes)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every benchmark")
-    ap.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated subset: capture,corpus,vocab,app,report")
+    ap.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated subset: capture,corpus,vocab,app,report,smollm2")
     args = ap.parse_args()
     flags = (["--quick"] if args.quick else [])
     failed = []

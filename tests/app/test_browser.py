@@ -204,7 +204,7 @@ def test_click_a_head_cell_and_a_token_drills_down(server, driver):
 
     spec = "bundled:gpt2-mini"
     lm = models.load(spec)
-    text = (REPO / "data" / "samples" / "english.txt").read_text(encoding="utf-8").strip()
+    text = (REPO / "data" / "samples" / "python_docs.txt").read_text(encoding="utf-8").strip()
     rep = attention.attention_logit_report(lm, encode(lm, text))
     default = heads.most_peaked_head(rep.entropy_fraction)
     target = (0, 3) if default != (0, 3) else (1, 2)
@@ -231,7 +231,7 @@ def test_all_heads_grid_click_opens_the_head_and_marks_the_token(server, driver)
     from inspector.inputs import encode
 
     lm = models.load("bundled:gpt2-mini")
-    text = (REPO / "data" / "samples" / "english.txt").read_text(encoding="utf-8").strip()
+    text = (REPO / "data" / "samples" / "python_docs.txt").read_text(encoding="utf-8").strip()
     enc = encode(lm, text)
     cell, gap = min(48, enc.n_tokens), 2  # the page draws 48-pixel thumbnails with 2-pixel gaps
     centre = gap + cell / 2

@@ -17,7 +17,7 @@ from tests.app.test_pages import bundled_available, navigation_mode  # noqa: F40
 
 REPO = Path(__file__).resolve().parents[2]
 APP = str(REPO / "app.py")
-ENGLISH = (REPO / "data" / "samples" / "english.txt").read_text(encoding="utf-8").strip()
+DEFAULT_TEXT = (REPO / "data" / "samples" / "python_docs.txt").read_text(encoding="utf-8").strip()
 
 
 def _app(**state) -> AppTest:
@@ -45,7 +45,7 @@ def test_attention_opens_on_the_most_peaked_head():
     from inspector.inputs import encode
 
     lm = models.load("bundled:gpt2-mini")
-    rep = attention.attention_logit_report(lm, encode(lm, ENGLISH))
+    rep = attention.attention_logit_report(lm, encode(lm, DEFAULT_TEXT))
     ef = rep.entropy_fraction
     # independent argmin over the (layer, head) grid, not heads.most_peaked_head
     flat = min(((float(ef[la, h]), la, h) for la in range(ef.shape[0]) for h in range(ef.shape[1])))
@@ -61,7 +61,7 @@ def test_attention_opens_on_the_most_peaked_head():
     assert any(f"Attention of layer {flat[1]}, head {flat[2]}" in t for t in titles)
     # the token inspector opens on a real word, never a special token
     pos = at.selectbox(key="inspect_token").value
-    assert any(ch.isalpha() for ch in encode(lm, ENGLISH).tokens[pos])
+    assert any(ch.isalpha() for ch in encode(lm, DEFAULT_TEXT).tokens[pos])
 
 
 @pytest.mark.skipif(not bundled_available("bert-mini"), reason="needs the bundled BERT")
@@ -87,7 +87,7 @@ def test_perplexity_label_is_the_same_on_token_loss_compare_and_the_report():
     from inspector.analyses import loss
 
     lm = models.load("bundled:gpt2-mini")
-    rep = loss.causal_token_loss(lm, ENGLISH)
+    rep = loss.causal_token_loss(lm, DEFAULT_TEXT)
     label, value = perplexity.label(rep), perplexity.value(rep.perplexity)
     assert label == "Perplexity (next token, first token unscored; 103 tokens)"  # hand count: 104 tokens − 1
 
