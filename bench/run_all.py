@@ -23,7 +23,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="smaller shapes and token counts (a few minutes)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads in every benchmark")
-    ap.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated subset: capture,corpus,vocab,app,report,smollm2")
+    ap.add_argument("--only", default=",".join(SCRIPTS), help="comma-separated subset of: " + ",".join(SCRIPTS))
     args = ap.parse_args()
     flags = (["--quick"] if args.quick else [])
     failed = []
