@@ -75,7 +75,8 @@ class Chart:
 
     kind "line": `series` = ((name, x values, y values), ...); kind "bar": one series, x = labels;
     kind "heatmap": `z` (rows × columns) with `row_labels` / `col_labels`. `log_y` draws a log
-    axis ticked at powers of ten (1, 10, 100, ...).
+    axis ticked at powers of ten (1, 10, 100, ...). `signed` heatmaps (differences) use a diverging
+    scale centred on zero.
     """
 
     kind: str
@@ -90,6 +91,7 @@ class Chart:
     log_y: bool = False
     zmin: float | None = None
     zmax: float | None = None
+    signed: bool = False  # heatmap of differences: a diverging scale centred on 0
 
     def __post_init__(self):
         if self.kind not in ("line", "bar", "heatmap"):

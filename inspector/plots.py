@@ -770,7 +770,9 @@ def chart_figure(chart) -> go.Figure:
             return _empty(f"{chart.title}: no data")
         fig.add_trace(go.Heatmap(z=z, x=[html.escape(str(c), quote=False) for c in chart.col_labels] or None,
                                  y=[html.escape(str(r), quote=False) for r in chart.row_labels] or None,
-                                 colorscale="Viridis", zmin=chart.zmin, zmax=chart.zmax,
+                                 colorscale="RdBu_r" if chart.signed else "Viridis",
+                                 zmid=0.0 if chart.signed and chart.zmin is None else None,
+                                 zmin=chart.zmin, zmax=chart.zmax,
                                  colorbar=dict(title=chart.colorbar_title),
                                  hovertemplate="%{y}<br>%{x}<br>%{z:.4g}<extra></extra>"))
         fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=9))

@@ -472,7 +472,8 @@ def chart_svg(chart) -> str:
             return _empty(560, 280, chart.title)
         return heatmap(np.asarray(chart.z, dtype=float), row_labels=list(chart.row_labels) or None,
                        col_labels=list(chart.col_labels) or None, title=chart.title, x_label=chart.x_title,
-                       y_label=chart.y_title, vmin=chart.zmin, vmax=chart.zmax, colorbar_label=chart.colorbar_title)
+                       y_label=chart.y_title, vmin=chart.zmin, vmax=chart.zmax, colorbar_label=chart.colorbar_title,
+                       scale="diverging" if chart.signed else "viridis")
     if chart.kind == "bar":
         name, xs, ys = chart.series[0] if chart.series else ("", (), ())
         return bar_chart([str(x) for x in xs], ys, title=chart.title, x_label=chart.x_title, y_label=chart.y_title)

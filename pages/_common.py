@@ -57,6 +57,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 # Session-state keys of the shared sidebar (plain strings only: never a model or a tensor).
 K_MODEL, K_CUSTOM, K_CKPT, K_DEVICE, K_DTYPE = "model_choice", "model_custom", "model_checkpoint", "device", "dtype"
 K_SAMPLE, K_TEXT, K_PAIR = "sample", "text", "text_pair"
+K_TEXT_B_ON, K_TEXT_B = "text_b_on", "text_b"  # a second text shown beside the first (pages/_second_text.py)
 K_LOAD_ERROR = "_model_load_error"
 
 
@@ -147,7 +148,11 @@ def bundled_choices() -> list[BundledChoice]:
 
 
 def default_model_spec() -> str:
-    """bundled:gpt2-mini when its weights are there, otherwise the bundled MiniLM."""
+    """The model the sidebar opens on: INSPECTOR_DEFAULT_MODEL when set (any spec, checked when it loads like
+    one typed in), else bundled:gpt2-mini when its weights are there, else the bundled MiniLM."""
+    chosen = os.environ.get("INSPECTOR_DEFAULT_MODEL", "").strip()
+    if chosen:
+        return chosen
     default = bundled.DEFAULT_MODEL
     names = {b.name for b in bundled_choices()}
     if default.removeprefix(models.BUNDLED_PREFIX) in names:
@@ -184,6 +189,7 @@ class Inputs:
     dtype: str
     text: str
     text_pair: str | None
+    text_b: str | None = None  # None: no second text asked for; "" asked for but not typed yet
 
 
 @dataclass
@@ -202,6 +208,10 @@ class PageContext:
     @property
     def text_pair(self) -> str | None:
         return self.inputs.text_pair
+
+    @property
+    def text_b(self) -> str | None:
+        return self.inputs.text_b
 
 
 def load_samples() -> dict[str, str]:
@@ -305,7 +315,15 @@ def sidebar() -> PageContext:
             text_pair = st.text_input("Second sentence (BERT next-sentence prediction)",
                                       value=st.session_state.get(K_PAIR, ""), key=K_PAIR, persist_state="session",
                                       placeholder="Optional: sentence B of the pair [CLS] A [SEP] B [SEP]") or None
-    inputs = Inputs(spec=spec, device=device, dtype=dtype, text=text or "", text_pair=text_pair)
+        text_b = None
+        if st.toggle("Second text (B) side by side", value=bool(st.session_state.get(K_TEXT_B_ON, False)),
+                     key=K_TEXT_B_ON, persist_state="session",
+                     help="Token loss, Attention and Layer by layer then show text B beside the text above (A) "
+                          "and the difference B − A on the tokens they share: e.g. a minimal pair."):
+            text_b = st.text_area("Text B", value=st.session_state.get(K_TEXT_B, ""), key=K_TEXT_B, height=100,
+                                  persist_state="session", placeholder="e.g. the text above with one word changed")
+            text_b = text_b or ""
+    inputs = Inputs(spec=spec, device=device, dtype=dtype, text=text or "", text_pair=text_pair, text_b=text_b)
     return PageContext(inputs=inputs, lm=lm)
 
 

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from inspector import analysis as contract
-from pages import _common, _render
+from pages import _common, _render, _second_text
 
 ctx = _common.page_context()
 lm = ctx.lm
@@ -23,4 +23,6 @@ with _common.guard(a.title):
     settings = _render.settings_widgets(a)
     result = _render.run_registered(name, lm, ctx.text, ctx.text_pair, settings)
     _common.truncation_note(_common.encoded(lm, ctx.text, ctx.text_pair))
-    _render.render_blocks(a.view(result), key_prefix=name)
+    blocks = a.view(result)
+    if not _second_text.contract_view(ctx, name, settings, blocks):
+        _render.render_blocks(blocks, key_prefix=name)

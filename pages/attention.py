@@ -2,7 +2,7 @@
 import streamlit as st
 
 from inspector.analyses import attention, decoder_signals
-from pages import _common, _render
+from pages import _common, _render, _second_text
 
 ctx = _common.page_context()
 _common.page_header(
@@ -41,6 +41,8 @@ with _common.guard("the attention statistics") as first:
 
     with st.expander("Table: every layer and head (sortable)"):
         st.dataframe(_common.attention_rows(rep), hide_index=True, key="attn_table")
+
+    _second_text.attention_grids(ctx, rep)
 
 if first.failed:  # e.g. an empty text: the message above says what to do; nothing below can be drawn
     st.stop()

@@ -3,7 +3,7 @@ import streamlit as st
 
 from inspector import plots
 from inspector.analyses import loss
-from pages import _common
+from pages import _common, _second_text
 
 ctx = _common.page_context()
 lm = ctx.lm
@@ -43,6 +43,7 @@ if lm.is_causal:
                           rep.entropy_nats if unit == "nats" else rep.entropy_bits,
                           rep.context_len, rep.top_tokens, rep.top_probs)],
                      hide_index=True, key="loss_table")
+        _second_text.token_loss(ctx, rep, unit)
 else:
     with _common.guard("the masked-LM loss"):
         seed = st.number_input("Masking seed", 0, 10_000, 0, key="mlm_seed", persist_state="session")
@@ -68,6 +69,7 @@ else:
                                                             rep.replacement_kind, ce, rep.prob, rep.rank,
                                                             rep.top_tokens, rep.top_probs)],
                      hide_index=True, key="mlm_table")
+        _second_text.token_loss(ctx, None, unit)
     with st.expander("Pseudo-log-likelihood (mask every token in turn)"):
         if st.toggle("Compute it", key="pll_on"):
             with _common.guard("the pseudo-log-likelihood"):

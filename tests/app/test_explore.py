@@ -89,7 +89,7 @@ def test_perplexity_label_is_the_same_on_token_loss_compare_and_the_report():
     lm = models.load("bundled:gpt2-mini")
     rep = loss.causal_token_loss(lm, DEFAULT_TEXT)
     label, value = perplexity.label(rep), perplexity.value(rep.perplexity)
-    assert label == "Perplexity (next token, first token unscored; 103 tokens)"  # hand count: 104 tokens − 1
+    assert label == "Perplexity (next token, first token unscored; 67 tokens)"  # the tokenizer: 68 tokens − 1
 
     at = _app()
     at.switch_page("pages/token_loss.py").run(timeout=300)
