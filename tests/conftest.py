@@ -13,6 +13,10 @@ import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The app opens on bundled:smollm2 when it is installed; the page tests (and the servers the browser tests
+# start, which inherit this environment) run on the fast mini model. tests/app/test_common.py checks the
+# real default with this variable removed.
+os.environ.setdefault("INSPECTOR_DEFAULT_MODEL", "bundled:gpt2-mini")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]

