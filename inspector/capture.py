@@ -21,10 +21,13 @@ import math
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import LoadedModel
 
 ATTENTION_NAME = "inspector_sdpa"
 
@@ -600,7 +603,7 @@ def moments(collector: "_Collector") -> AttentionMoments | None:
 
 
 @contextmanager
-def capture(lm, options: CaptureOptions | None = None,
+def capture(lm: LoadedModel, options: CaptureOptions | None = None,
             attention_mask: torch.Tensor | None = None) -> Iterator[_Collector]:
     """Collect attention statistics from every forward pass of `lm.model` run inside the block.
 
@@ -623,7 +626,7 @@ def is_capturing() -> bool:
     return _active_collector.get() is not None
 
 
-def run(lm, batch: dict[str, torch.Tensor], options: CaptureOptions | None = None) -> CaptureResult:
+def run(lm: LoadedModel, batch: dict[str, torch.Tensor], options: CaptureOptions | None = None) -> CaptureResult:
     """One instrumented forward pass of `lm` on `batch` (input_ids, attention_mask, token_type_ids)."""
     options = options or CaptureOptions()
     model = lm.model
@@ -660,7 +663,7 @@ def run(lm, batch: dict[str, torch.Tensor], options: CaptureOptions | None = Non
     return result
 
 
-def _embedding_outputs(lm, batch) -> dict[str, torch.Tensor]:
+def _embedding_outputs(lm: LoadedModel, batch) -> dict[str, torch.Tensor]:
     """Token, position and segment embeddings computed from the model's own embedding modules.
 
     Rotary families have no position table: only "token" (what the first block receives; Gemma's

@@ -18,7 +18,10 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import TYPE_CHECKING, Callable, TextIO
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import LoadedModel
 
 EXIT_OK, EXIT_ERROR, EXIT_INTERRUPTED = 0, 2, 130
 DEFAULT_MODEL = "bundled:gpt2-mini"  # same as inspector.bundled.DEFAULT_MODEL (checked by a test)
@@ -390,7 +393,7 @@ def _check_text(args, text: str) -> None:
         clean_text(args.text_pair, what="second sentence")
 
 
-def _say_truncation(lm, text: str, text_pair: str | None, settings: dict, bar: ProgressBar) -> None:
+def _say_truncation(lm: LoadedModel, text: str, text_pair: str | None, settings: dict, bar: ProgressBar) -> None:
     """On stderr, whatever --quiet says: the report analyses only the first tokens of a text longer than the context."""
     from .inputs import encode
     from .report import _settings

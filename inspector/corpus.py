@@ -38,13 +38,16 @@ import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
 
 from . import capture
 from .errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import LoadedModel
 
 LOSS_EDGES = np.linspace(0.0, 20.0, 101)  # nats; the last bin also holds everything above 20
 FREQUENCY_BUCKETS = ((1, 1), (2, 9), (10, 99), (100, 999), (1000, None))  # occurrences of a type in the corpus
@@ -176,7 +179,7 @@ def _merge_norm(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
 
 
 @contextmanager
-def _norm_input_hooks(lm, sink: dict[str, np.ndarray]):
+def _norm_input_hooks(lm: LoadedModel, sink: dict[str, np.ndarray]):
     """Forward pre-hooks on every norm layer adding the RMS of its input vectors to `sink`; always removed.
 
     Holds `lm.lock` (other hook users wait) and records only this thread's forwards."""
@@ -205,7 +208,7 @@ def _norm_input_hooks(lm, sink: dict[str, np.ndarray]):
                 h.remove()
 
 
-def process_batches(lm, ids: torch.Tensor, groups, state: CorpusState, hist_bins: int) -> None:
+def process_batches(lm: LoadedModel, ids: torch.Tensor, groups, state: CorpusState, hist_bins: int) -> None:
     """Run the window `groups` (lists of (begin, end, first scored) of document `ids`) into `state`."""
     from .analyses.loss import _causal_parts, _log_softmax_rows, _vocab_out
 
@@ -242,7 +245,7 @@ def process_batches(lm, ids: torch.Tensor, groups, state: CorpusState, hist_bins
 # --------------------------------------------------------------------------- one model
 
 
-def _document_windows(lm, text: str, settings: CorpusSettings):
+def _document_windows(lm: LoadedModel, text: str, settings: CorpusSettings):
     from .analyses.loss import _tokenise_causal, _window_batches, _window_settings, _windows
 
     ids = _tokenise_causal(lm, text)[0]
@@ -311,7 +314,7 @@ class Progress:
             self.stream.flush()
 
 
-def count_windows(lm, path, settings: CorpusSettings) -> int:
+def count_windows(lm: LoadedModel, path, settings: CorpusSettings) -> int:
     total = 0
     for text in iter_documents(path, settings.text_field):
         _, groups = _document_windows(lm, text, settings)
@@ -319,7 +322,7 @@ def count_windows(lm, path, settings: CorpusSettings) -> int:
     return total
 
 
-def run_local(lm, path, settings: CorpusSettings, partial: Path | None = None, progress: Progress | None = None,
+def run_local(lm: LoadedModel, path, settings: CorpusSettings, partial: Path | None = None, progress: Progress | None = None,
               stop_after_windows: int | None = None) -> CorpusState:
     """Accumulate the corpus at `path` on `lm`, resuming from `partial` when it exists.
 
@@ -435,7 +438,7 @@ def expand_specs(specs: list[str]) -> list[str]:
     return out
 
 
-def write_result(folder: Path, lm, spec: str, state: CorpusState, meta: dict) -> None:
+def write_result(folder: Path, lm: LoadedModel, spec: str, state: CorpusState, meta: dict) -> None:
     folder_of = None
     if spec.startswith("bundled:"):
         from . import bundled
@@ -497,7 +500,7 @@ def run_job(specs: list[str], data: str | Path, out: str | Path, settings: Corpu
     return out
 
 
-def _window_of(lm, settings):
+def _window_of(lm: LoadedModel, settings):
     from .analyses.loss import _window_settings
     return _window_settings(lm, settings.window, settings.stride)
 

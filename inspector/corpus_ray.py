@@ -16,10 +16,14 @@ holds one document's token ids at a time, as the local engine does.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .corpus import CorpusSettings, CorpusState, _document_windows, iter_documents
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import LoadedModel
 
 BATCHES_PER_SHARD = 8
 
@@ -64,7 +68,7 @@ class CorpusWorker:
 
 
 def run_ray(spec: str, data: str | Path, settings: CorpusSettings, *, address: str | None = None,
-            workers: int = 2, device: str = "auto", progress=None, lm=None, actors=None) -> CorpusState:
+            workers: int = 2, device: str = "auto", progress=None, lm: LoadedModel=None, actors=None) -> CorpusState:
     """The same accumulators as `corpus.run_local`, computed by `workers` Ray actors.
 
     `actors` (from `start_actors`) reuses actors that already hold the model; they are then left alive."""

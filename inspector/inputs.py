@@ -4,11 +4,15 @@ from __future__ import annotations
 import os
 import unicodedata
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from .errors import InputError, ResourceLimitError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import LoadedModel
 
 MAX_TEXT_CHARS = int(os.environ.get("INSPECTOR_MAX_TEXT_CHARS", "20000"))
 MAX_BATCH = int(os.environ.get("INSPECTOR_MAX_BATCH", "16"))
@@ -78,7 +82,7 @@ def _token_texts(tok, enc, text: str, text_pair: str | None) -> list[str]:
                           special=enc["special_tokens_mask"])
 
 
-def encode(lm, text: str, text_pair: str | None = None, *, max_tokens: int | None = None,
+def encode(lm: LoadedModel, text: str, text_pair: str | None = None, *, max_tokens: int | None = None,
            truncate: bool = True, min_tokens: int = 1, max_chars: int | None = None) -> Encoded:
     """Tokenise `text` (and an optional second sentence for BERT) for `lm`.
 
@@ -124,7 +128,7 @@ def encode(lm, text: str, text_pair: str | None = None, *, max_tokens: int | Non
     )
 
 
-def encode_batch(lm, texts: list[str], *, padding_side: str = "right", max_tokens: int | None = None
+def encode_batch(lm: LoadedModel, texts: list[str], *, padding_side: str = "right", max_tokens: int | None = None
                  ) -> dict[str, torch.Tensor]:
     """Pad several texts into one batch (attention_mask marks the real tokens)."""
     if not texts:

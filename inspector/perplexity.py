@@ -8,6 +8,10 @@ turn), so a number never appears without its method and the count of tokens it a
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .models import LoadedModel
 
 __all__ = ["parts", "label", "value", "text", "describe", "reference", "out_of_domain_note"]
 
@@ -64,7 +68,7 @@ def describe(res, side: str = "a") -> str:
     return f"exp(mean cross-entropy) at {n} positions chosen by BERT's 15 % masking (80 % [MASK], 10 % random, 10 % kept)"
 
 
-def reference(lm) -> tuple[float, str] | None:
+def reference(lm: LoadedModel) -> tuple[float, str] | None:
     """(validation perplexity, what it is) of a bundled checkpoint, from the training.json beside it.
 
     Causal LMs: next-token perplexity on the held-out corpus; BERT: exp(MLM loss) on the fixed
@@ -91,7 +95,7 @@ def reference(lm) -> tuple[float, str] | None:
     return None
 
 
-def out_of_domain_note(lm, res, factor: float = 3.0) -> str | None:
+def out_of_domain_note(lm: LoadedModel, res, factor: float = 3.0) -> str | None:
     """A warning when the text's perplexity is above `factor` × the model's own validation perplexity."""
     ref = reference(lm)
     if ref is None:

@@ -456,7 +456,7 @@ def _contract_runner(name: str) -> Callable:
     analysis = _CONTRACT[name]
     keys = [f.name for f in dataclasses.fields(analysis.Settings)]
 
-    def run(lm, enc, settings, ctx) -> dict:
+    def run(lm: LoadedModel, enc, settings, ctx) -> dict:
         ok, reason = analysis.available(lm)
         if not ok:
             raise NotAvailableError(reason)

@@ -539,11 +539,12 @@ def _encode(lm: models.LoadedModel, text: str, text_pair: str | None):
     return encode(lm, text, text_pair)
 
 
-def _on_encoded(fn_name: str, lm, text: str, text_pair: str | None, args: tuple, kwargs: dict):
+def _on_encoded(fn_name: str, lm: models.LoadedModel, text: str, text_pair: str | None, args: tuple, kwargs: dict):
     return _on_device(lm, _resolve(fn_name), lm, _encode(lm, text, text_pair), *args, **kwargs)
 
 
-def run_on_text(fn: Callable, lm, text: str, text_pair: str | None, *args, spinner: str | None = None, **kwargs):
+def run_on_text(fn: Callable, lm: models.LoadedModel, text: str, text_pair: str | None, *args,
+                spinner: str | None = None, **kwargs):
     """`fn(lm, encode(lm, text, text_pair), *args, **kwargs)`, cached like `run`."""
     return run(_on_encoded, _function_name(fn), lm, text, text_pair, args, kwargs, spinner=spinner)
 
@@ -715,7 +716,7 @@ def report_request(ctx: PageContext, sections, settings: dict) -> tuple:
     return (model_key(ctx.lm), ctx.text, ctx.text_pair or "", tuple(sections), tuple(sorted(settings.items())))
 
 
-def build_report(lm, text: str, text_pair: str | None, sections, settings: dict, progress=None,
+def build_report(lm: models.LoadedModel, text: str, text_pair: str | None, sections, settings: dict, progress=None,
                  compare_with=None, masking: str | None = None) -> dict:
     """Build a report once (inside the device queue) and render it in every format, as plain strings.
 
@@ -1034,7 +1035,7 @@ def token_widget(enc, causal: bool) -> int | None:
     return int(chosen)
 
 
-def logit_lens_of(lm, encoded):
+def logit_lens_of(lm: models.LoadedModel, encoded):
     """The logit lens (inspector.analyses.logit_lens) with its default settings, for the token inspector."""
     from inspector.analyses.logit_lens import LogitLens
 

@@ -35,6 +35,9 @@ def _edits_caption(al: tc.TokenAlignment) -> None:
     shown = "; ".join(edits[:6]) + (f"; … ({len(edits) - 6} more)" if len(edits) > 6 else "")
     st.caption(md_literal(f"From A to B: {shown}. {len(al.matched)} tokens shared; after the first edit a shared "
                           "token's difference is the edit's effect on it."))
+    if len(al.matched) < 0.5 * min(len(al.tokens_a), len(al.tokens_b)):
+        st.info("A and B share few tokens: a token-by-token difference means most for two texts that differ by a "
+                "small edit (a minimal pair). Each text's own figures are exact either way.")
 
 
 def _metric_pair(col, label: str, a: float, b: float, fmt: str, *, lower_is_better: bool = True) -> None:

@@ -59,10 +59,23 @@ PAGES = [("", "Overview"), ("layernorm", "LayerNorm"), ("attention", "Attention"
 _VOLATILE = re.compile(r"\b\d+(\.\d+)? ?(s|ms|seconds)\b")
 
 
+def script_running(drv) -> bool:
+    """The page's script run as the Streamlit frontend itself tracks it (the stApp element's
+    data-test-script-state: running / rerunRequested / initial until the run ends). On a loaded 2-core machine the
+    status widget can stay hidden for seconds while a run is still sending elements, so a quiet period alone
+    could read a half-drawn page."""
+    from selenium.webdriver.common.by import By
+
+    apps = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stApp"]')
+    state = apps[0].get_attribute("data-test-script-state") if apps else "initial"
+    return state in ("running", "rerunRequested", "initial", None)
+
+
 def _main_state(drv) -> tuple[bool, str]:
     from selenium.webdriver.common.by import By
 
-    busy = [e for e in drv.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]') if e.is_displayed()]
+    busy = script_running(drv)
+    busy = busy or [e for e in drv.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]') if e.is_displayed()]
     busy = busy or drv.find_elements(By.CSS_SELECTOR, '[data-testid="stSpinner"]')
     main = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"]')
     titles = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] h1')

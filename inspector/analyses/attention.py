@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextvars
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -22,6 +23,9 @@ import torch
 from .. import capture
 from ..errors import InputError
 from ..inputs import Encoded, display_token
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 __all__ = [
     "AttentionReport", "AttentionPattern", "ScalingWhatIf",
@@ -145,7 +149,7 @@ def _check_index(value, n: int, what: str) -> int:
     return int(value)
 
 
-def _as_batch(lm, encoded_or_batch) -> tuple[dict[str, torch.Tensor], list[str] | None]:
+def _as_batch(lm: LoadedModel, encoded_or_batch) -> tuple[dict[str, torch.Tensor], list[str] | None]:
     """Accept an `Encoded` text or a ready batch dict; return (batch on lm.device, tokens of item 0)."""
     if isinstance(encoded_or_batch, Encoded):
         batch, tokens = encoded_or_batch.batch(), list(encoded_or_batch.tokens)
@@ -165,7 +169,7 @@ def _as_batch(lm, encoded_or_batch) -> tuple[dict[str, torch.Tensor], list[str] 
     return batch, tokens
 
 
-def _plain_forward(lm, batch) -> tuple[torch.Tensor, str]:
+def _plain_forward(lm: LoadedModel, batch) -> tuple[torch.Tensor, str]:
     """The same model on the same batch with no collector active: the reference for the fidelity figure.
 
     Run in a fresh `contextvars.Context`, so no collector is active even when the caller is itself
@@ -248,7 +252,7 @@ def _logit_std(scores: torch.Tensor, valid: torch.Tensor, factor: float) -> np.n
 # --------------------------------------------------------------------------- analyses
 
 
-def attention_logit_report(lm, encoded_or_batch, keep_layers: tuple[int, ...] = ()) -> AttentionReport:
+def attention_logit_report(lm: LoadedModel, encoded_or_batch, keep_layers: tuple[int, ...] = ()) -> AttentionReport:
     """σ(QKᵀ), σ/√d_head, softmax entropy and saturation per layer × head on the given text(s).
 
     `keep_layers` also keeps those layers' full probabilities (for `AttentionReport.pattern`)
@@ -308,7 +312,7 @@ def attention_logit_report(lm, encoded_or_batch, keep_layers: tuple[int, ...] = 
     )
 
 
-def attention_pattern(lm, encoded, layer: int, head: int, item: int = 0) -> AttentionPattern:
+def attention_pattern(lm: LoadedModel, encoded, layer: int, head: int, item: int = 0) -> AttentionPattern:
     """Attention probabilities (T × T, real tokens only) of one layer/head, for drawing."""
     batch, tokens = _as_batch(lm, encoded)
     layer = _check_index(layer, lm.n_layers, "layer")
@@ -324,7 +328,7 @@ def attention_pattern(lm, encoded, layer: int, head: int, item: int = 0) -> Atte
                          result.attention_mask[item], kept.scaling, tokens)
 
 
-def scaling_what_if(lm, encoded, layer: int, temperatures=(0.25, 0.5, 1.0, 2.0, 4.0)) -> ScalingWhatIf:
+def scaling_what_if(lm: LoadedModel, encoded, layer: int, temperatures=(0.25, 0.5, 1.0, 2.0, 4.0)) -> ScalingWhatIf:
     """Entropy and max-probability of `layer` with no 1/√d scaling and at softmax temperatures T.
 
     From the captured unscaled logits s = q·k: softmax(s · scaling / T) for each T, and softmax(s).

@@ -20,6 +20,7 @@ touched.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ import torch
 from .. import families
 from ..errors import InputError, NotAvailableError, OutOfMemoryError
 from ..inputs import Encoded, display_token, encode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 METHODS = ("integrated_gradients", "input_x_gradient", "saliency")
 BASELINES = ("pad", "mask", "zero")
@@ -109,7 +113,7 @@ class _Target:
     source: str | None
 
 
-def _head(lm):
+def _head(lm: LoadedModel):
     """The module mapping final hidden states to vocabulary logits (what the LM head applies)."""
     if lm.is_causal:
         return families.output_head(lm.model)  # lm_head (Gemma 2: with its final logit softcap)
@@ -119,7 +123,7 @@ def _head(lm):
     return cls.predictions
 
 
-def _resolve_kind(lm, target: str) -> str:
+def _resolve_kind(lm: LoadedModel, target: str) -> str:
     if target not in TARGETS:
         raise InputError(f"Unknown attribution target '{target}'.", f"Choose one of: {', '.join(TARGETS)}.")
     if lm.is_causal:
@@ -139,7 +143,7 @@ def _resolve_kind(lm, target: str) -> str:
                             "Load a causal LM (GPT-2) or a BERT checkpoint with its masked-LM head.")
 
 
-def _token_id(lm, token: int | str) -> int:
+def _token_id(lm: LoadedModel, token: int | str) -> int:
     if isinstance(token, (int, np.integer)):
         tid = int(token)
         if not 0 <= tid < lm.vocab_size:
@@ -156,7 +160,7 @@ def _token_id(lm, token: int | str) -> int:
     return int(ids[0])
 
 
-def _resolve_target(lm, enc: Encoded, kind: str, position: int | None, target_token) -> _Target:
+def _resolve_target(lm: LoadedModel, enc: Encoded, kind: str, position: int | None, target_token) -> _Target:
     T = enc.n_tokens
     ids = enc.input_ids[0]
     if kind == "sequence_loss":
@@ -199,7 +203,7 @@ def _resolve_target(lm, enc: Encoded, kind: str, position: int | None, target_to
 # --------------------------------------------------------------------------- forward
 
 
-def _make_forward(lm, enc: Encoded, target: _Target, input_ids: torch.Tensor):
+def _make_forward(lm: LoadedModel, enc: Encoded, target: _Target, input_ids: torch.Tensor):
     """f(inputs_embeds (B,T,D)) -> (B,) target values. No hooks: positions are added inside the model."""
     base = lm.model.base_model
     head = _head(lm)
@@ -226,7 +230,7 @@ def _make_forward(lm, enc: Encoded, target: _Target, input_ids: torch.Tensor):
     return forward
 
 
-def _baseline_embeds(lm, embeds: torch.Tensor, input_ids: torch.Tensor, keep: np.ndarray, baseline: str):
+def _baseline_embeds(lm: LoadedModel, embeds: torch.Tensor, input_ids: torch.Tensor, keep: np.ndarray, baseline: str):
     """Baseline (1,T,D): content tokens replaced by [PAD]/[MASK]/zeros; kept positions unchanged."""
     tok = lm.tokenizer
     if baseline == "zero":
@@ -256,7 +260,7 @@ def _baseline_embeds(lm, embeds: torch.Tensor, input_ids: torch.Tensor, keep: np
     return base, desc
 
 
-def _auto_internal_batch(lm, T: int, kind: str, steps: int) -> int:
+def _auto_internal_batch(lm: LoadedModel, T: int, kind: str, steps: int) -> int:
     per_example = T * (lm.d_model * max(lm.n_layers, 1) * 16 + (lm.vocab_size if kind == "sequence_loss" else 0))
     budget = _ELEMENT_BUDGET.get(lm.device.type, _ELEMENT_BUDGET["cpu"])
     return int(max(1, min(steps, budget // max(per_example, 1))))
@@ -265,7 +269,7 @@ def _auto_internal_batch(lm, T: int, kind: str, steps: int) -> int:
 # --------------------------------------------------------------------------- public API
 
 
-def attribute(lm, text: str, *, method: str = "integrated_gradients", target: str = "auto",
+def attribute(lm: LoadedModel, text: str, *, method: str = "integrated_gradients", target: str = "auto",
               position: int | None = None, target_token: int | str | None = None, baseline: str = "pad",
               steps: int = DEFAULT_STEPS, internal_batch_size: int | None = None,
               text_pair: str | None = None, max_tokens: int | None = None, top_k: int = 10) -> AttributionResult:

@@ -25,6 +25,7 @@ import bisect
 import math
 import re
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +36,9 @@ from ._common import check_int
 from ..inputs import clean_text, display_token, encode
 from ..tokens import text_tokens
 from .loss import _window_batches, _windows  # the loss page's windows: each position predicted once
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 __all__ = [
     "Disagreement", "TokenDivergence", "TextScore", "WordComparison", "ParameterDrift", "EmbeddingDrift",
@@ -355,7 +359,7 @@ def _decode(tok, ids) -> list[str]:
     return [display_token(tok, int(i)) for i in ids]
 
 
-def _objective(lm) -> str | None:
+def _objective(lm: LoadedModel) -> str | None:
     """"causal" | "masked" | None (no language-model head)."""
     if lm.is_causal:
         return "causal"
@@ -364,13 +368,13 @@ def _objective(lm) -> str | None:
     return None
 
 
-def _no_head_reason(lm, name: str) -> str:
+def _no_head_reason(lm: LoadedModel, name: str) -> str:
     if lm.has_mlm_head:
         return f"{name}'s tokenizer has no mask token, so its masked-LM head cannot be scored"
     return f"{name} is an encoder without a language-model head, so it cannot score text"
 
 
-def _content(lm, text: str, min_tokens: int = 2) -> tuple[list[int], list[tuple[int, int]]]:
+def _content(lm: LoadedModel, text: str, min_tokens: int = 2) -> tuple[list[int], list[tuple[int, int]]]:
     """Token ids and character spans of `text` without special tokens; at least `min_tokens`."""
     enc = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids = list(enc["input_ids"])
@@ -380,7 +384,7 @@ def _content(lm, text: str, min_tokens: int = 2) -> tuple[list[int], list[tuple[
     return ids, [tuple(int(x) for x in o) for o in enc["offset_mapping"]]
 
 
-def _prefix_id(lm, prepend_bos: bool) -> int | None:
+def _prefix_id(lm: LoadedModel, prepend_bos: bool) -> int | None:
     """Token put before a causal LM's text so that its first token is predicted too (GPT-2: <|endoftext|>)."""
     if not prepend_bos:
         return None
@@ -401,7 +405,7 @@ def _special_frame(tok) -> tuple[list[int], list[int]]:
     return [], []
 
 
-def _vocab_out(lm) -> int:
+def _vocab_out(lm: LoadedModel) -> int:
     head = lm.model.get_output_embeddings()
     return int(head.weight.shape[0]) if head is not None else int(lm.vocab_size)
 
@@ -425,14 +429,14 @@ def _spearman(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
 # --------------------------------------------------------------------------- hidden rows per compared position
 
 
-def _body(lm):
+def _body(lm: LoadedModel):
     body = lm.model.base_model
     if body is lm.model:  # pragma: no cover - bare encoders are refused before
         raise NotAvailableError(f"{lm.spec} has no language-model head.")
     return body
 
 
-def _head(lm, objective: str):
+def _head(lm: LoadedModel, objective: str):
     """Module mapping final hidden rows (n, D) to vocabulary logits (n, V)."""
     if objective == "causal":
         head = families.output_head(lm.model)  # Gemma 2: with its final logit softcap
@@ -449,7 +453,7 @@ def _causal_window_settings(*lms) -> tuple[int, int]:
 
 
 @torch.inference_mode()
-def _causal_hidden(lm, full_ids: list[int], window: int, stride: int, batch_size: int) -> torch.Tensor:
+def _causal_hidden(lm: LoadedModel, full_ids: list[int], window: int, stride: int, batch_size: int) -> torch.Tensor:
     """Final hidden rows (n − 1, D) at positions 0..n−2 of `full_ids`, row t predicting token t + 1.
 
     Texts longer than `window` are read with a strided sliding window; windows of equal length
@@ -501,7 +505,7 @@ def _make_chunks(tok, content: list[int], max_positions: int) -> _Chunks:
 
 
 @torch.inference_mode()
-def _masked_hidden_each(lm, chunks: _Chunks, positions: np.ndarray, batch_size: int) -> torch.Tensor:
+def _masked_hidden_each(lm: LoadedModel, chunks: _Chunks, positions: np.ndarray, batch_size: int) -> torch.Tensor:
     """Hidden rows (N, D): copy i is content token positions[i]'s chunk with that token masked."""
     body = _body(lm)
     mask_id = lm.tokenizer.mask_token_id
@@ -519,7 +523,7 @@ def _masked_hidden_each(lm, chunks: _Chunks, positions: np.ndarray, batch_size: 
 
 
 @torch.inference_mode()
-def _masked_hidden_at(lm, chunks: _Chunks, positions: np.ndarray, batch_size: int) -> torch.Tensor:
+def _masked_hidden_at(lm: LoadedModel, chunks: _Chunks, positions: np.ndarray, batch_size: int) -> torch.Tensor:
     """Hidden rows (M, D) at content `positions` of the (already corrupted) chunks."""
     body = _body(lm)
     rows_t, cols_t = torch.as_tensor(chunks.row[positions]), torch.as_tensor(chunks.col[positions])
@@ -769,7 +773,7 @@ def _divergence(lm_a, lm_b, text, content, offsets, top_k, n_disagreements, mask
 # --------------------------------------------------------------------------- text scores and word alignment
 
 
-def _make_text_score(lm, text, objective, prefix_token, content, offsets, nll, scored) -> TextScore:
+def _make_text_score(lm: LoadedModel, text, objective, prefix_token, content, offsets, nll, scored) -> TextScore:
     nll_full = np.full(len(content), np.nan)
     nll_full[scored] = nll
     total = float(np.sum(nll))
@@ -790,7 +794,7 @@ def _make_text_score(lm, text, objective, prefix_token, content, offsets, nll, s
     )
 
 
-def score_text(lm, text: str, *, prepend_bos: bool = True, batch_size: int = 16) -> TextScore:
+def score_text(lm: LoadedModel, text: str, *, prepend_bos: bool = True, batch_size: int = 16) -> TextScore:
     """Per-token NLL of `text` under one model: next-token NLL (causal) or pseudo-log-likelihood (masked).
 
     Long texts are read with a sliding window (causal) or in context-sized chunks (masked):
@@ -1129,7 +1133,7 @@ def embedding_drift(lm_a, lm_b, text: str, *, top_k: int = 20) -> EmbeddingDrift
     rho_all, p_all = _spearman(drift, freq)
     order = np.argsort(np.where(np.isnan(cos), np.inf, cos), kind="stable")[:top_k]
 
-    def tied(lm) -> bool:
+    def tied(lm: LoadedModel) -> bool:
         out = lm.model.get_output_embeddings()
         return out is not None and out.weight.data_ptr() == lm.model.get_input_embeddings().weight.data_ptr()
 

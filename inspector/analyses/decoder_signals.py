@@ -17,6 +17,7 @@ from __future__ import annotations
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from .. import capture, families
 from ..analysis import Analysis, Chart, Metric, Note, Table, setting
 from ..inputs import display_token
 from .layernorm import _block_index, _raw_params, _role, find_norm_layers
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 MAD_TO_SIGMA = 1.4826  # MAD × this = σ for a normal distribution
 
@@ -113,7 +117,7 @@ class _InputSink:
 
 
 @contextmanager
-def norm_input_hooks(lm, token_mask: torch.Tensor, k: int):
+def norm_input_hooks(lm: LoadedModel, token_mask: torch.Tensor, k: int):
     """Pre-hooks reducing every norm layer's input to its k largest |x|; always removed; under lm.lock."""
     sink = _InputSink(threading.get_ident(), token_mask, k)
     handles = []
@@ -171,7 +175,7 @@ def _uniform_sink(mask: np.ndarray, causal: bool, window: int | None) -> float:
 # --------------------------------------------------------------------------- the analysis
 
 
-def decoder_signals(lm, encoded, *, top_k: int = 5, z_threshold: float = 6.0,
+def decoder_signals(lm: LoadedModel, encoded, *, top_k: int = 5, z_threshold: float = 6.0,
                     distance_max: int = 64) -> DecoderSignals:
     """Sinks, massive activations, γ outliers and the distance profile from one forward pass."""
     batch = encoded.batch()
@@ -350,7 +354,7 @@ class DecoderSignalsAnalysis(Analysis):
                                     max=4096)
 
     @torch.no_grad()
-    def run(self, lm, encoded, settings: DecoderSignalsAnalysis.Settings) -> DecoderSignals:
+    def run(self, lm: LoadedModel, encoded, settings: DecoderSignalsAnalysis.Settings) -> DecoderSignals:
         return decoder_signals(lm, encoded, top_k=settings.top_k, z_threshold=settings.z_threshold,
                                distance_max=settings.distance_max)
 

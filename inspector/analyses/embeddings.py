@@ -14,12 +14,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..errors import InputError, NotAvailableError
 from ._common import QUANTILE_LEVELS, bin_edges, check_int, histogram
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 DEFAULT_BLOCK = 4096
 MINIBATCH_ABOVE = 20_000  # rows; larger sets are clustered with MiniBatchKMeans
@@ -231,7 +235,7 @@ def _unit_np(X: np.ndarray) -> np.ndarray:
 
 
 
-def input_embedding_matrix(lm) -> torch.Tensor:
+def input_embedding_matrix(lm: LoadedModel) -> torch.Tensor:
     """The (V, D) token-embedding weight of `lm` (detached view, no copy; may be larger than the tokenizer)."""
     emb = lm.model.get_input_embeddings()
     if emb is None or not isinstance(getattr(emb, "weight", None), torch.Tensor):
@@ -239,7 +243,7 @@ def input_embedding_matrix(lm) -> torch.Tensor:
     return emb.weight.detach()
 
 
-def output_embedding_matrix(lm) -> torch.Tensor:
+def output_embedding_matrix(lm: LoadedModel) -> torch.Tensor:
     """The (V, D) weight of the output head (causal / masked LM decoder), detached."""
     head = lm.model.get_output_embeddings() if hasattr(lm.model, "get_output_embeddings") else None
     if head is None or not isinstance(getattr(head, "weight", None), torch.Tensor):
@@ -247,7 +251,7 @@ def output_embedding_matrix(lm) -> torch.Tensor:
     return head.weight.detach()
 
 
-def output_embeddings(lm) -> OutputEmbeddings:
+def output_embeddings(lm: LoadedModel) -> OutputEmbeddings:
     """Norms of the output matrix's rows and their cosine with the same token's input row.
 
     Untied decoders (Llama, Qwen2, Mistral) learn a separate unembedding: how far it is from the input
@@ -277,7 +281,7 @@ def output_embeddings(lm) -> OutputEmbeddings:
                             norm_spearman=rho)
 
 
-def token_strings(lm, ids) -> list[str]:
+def token_strings(lm: LoadedModel, ids) -> list[str]:
     """Readable token strings (decoded, spaces kept); rows beyond the tokenizer shown as [id]."""
     from ..inputs import display_token
 
@@ -295,7 +299,7 @@ def token_strings(lm, ids) -> list[str]:
     return out
 
 
-def resolve_token(lm, query, vocab: dict | None = None) -> int:
+def resolve_token(lm: LoadedModel, query, vocab: dict | None = None) -> int:
     """Token id for a query: an int id, an exact vocabulary entry, or text that encodes to one token."""
     V = int(input_embedding_matrix(lm).shape[0])
     if isinstance(query, (int, np.integer)) and not isinstance(query, bool):
@@ -325,7 +329,7 @@ def resolve_token(lm, query, vocab: dict | None = None) -> int:
                      "Query one of those tokens, or a token id.")
 
 
-def _resolve_queries(lm, query) -> list[int]:
+def _resolve_queries(lm: LoadedModel, query) -> list[int]:
     if isinstance(query, (str, int, np.integer)):
         query = [query]
     query = list(query)
@@ -343,7 +347,7 @@ def _row_norms(E: torch.Tensor, block: int = DEFAULT_BLOCK) -> np.ndarray:
                       for i in range(0, E.shape[0], block)]).double().cpu().numpy()
 
 
-def token_norms(lm, *, top: int = 20, bins: int = 60) -> TokenNorms:
+def token_norms(lm: LoadedModel, *, top: int = 20, bins: int = 60) -> TokenNorms:
     """Row norms of the token-embedding table, with extremes and a histogram."""
     top = check_int(top, 1, None, "top")
     bins = check_int(bins, 1, 10_000, "bins")
@@ -455,7 +459,7 @@ def nearest_neighbours(source, query, k: int = 10, *, block: int = DEFAULT_BLOCK
 # --------------------------------------------------------------------------- frequencies
 
 
-def token_counts(lm, text: str | None = None, *, path: str | Path | None = None,
+def token_counts(lm: LoadedModel, text: str | None = None, *, path: str | Path | None = None,
                  chunk_chars: int = 200_000) -> np.ndarray:
     """(V,) int64 count of each token id in `text`, or in the corpus file `path` (default: the bundled one).
 
@@ -489,7 +493,7 @@ def token_counts(lm, text: str | None = None, *, path: str | Path | None = None,
     return counts
 
 
-def norm_frequency_correlation(lm, text: str | None = None, *, path: str | Path | None = None,
+def norm_frequency_correlation(lm: LoadedModel, text: str | None = None, *, path: str | Path | None = None,
                                counts: np.ndarray | None = None, min_count: int = 1, n_bins: int = 20,
                                sample: int = 3000, seed: int = 0) -> NormFrequency:
     """Spearman ρ of token-embedding norm against token frequency on a corpus (or given `counts`)."""
@@ -540,7 +544,7 @@ def norm_frequency_correlation(lm, text: str | None = None, *, path: str | Path 
 # --------------------------------------------------------------------------- token sets
 
 
-def select_tokens(lm, *, token_ids=None, n_tokens: int | None = 2000, text: str | None = None,
+def select_tokens(lm: LoadedModel, *, token_ids=None, n_tokens: int | None = 2000, text: str | None = None,
                   path: str | Path | None = None, counts: np.ndarray | None = None) -> tuple[np.ndarray, str]:
     """Token ids to cluster / project: explicit ids, the `n_tokens` most frequent in a corpus, or all (n_tokens=None).
 
@@ -627,7 +631,7 @@ def cluster_matrix(E, n_clusters: int, seed: int = 0, *, minibatch: bool | None 
                          seed=seed)
 
 
-def cluster_tokens(lm, n_clusters: int = 20, *, token_ids=None, n_tokens: int | None = 2000,
+def cluster_tokens(lm: LoadedModel, n_clusters: int = 20, *, token_ids=None, n_tokens: int | None = 2000,
                    text: str | None = None, path: str | Path | None = None, counts: np.ndarray | None = None,
                    seed: int = 0, n_exemplars: int = 10) -> TokenClusters:
     """Cluster a token set by cosine (see `select_tokens` for how the set is chosen)."""
@@ -682,7 +686,7 @@ def project_matrix(X, method: str = "pca", seed: int = 0, *, normalize: bool = T
     raise InputError(f"Unknown projection method '{method}'.", "Choose 'pca' or 'tsne'.")
 
 
-def project_tokens(lm, *, method: str = "pca", token_ids=None, n_tokens: int | None = 2000,
+def project_tokens(lm: LoadedModel, *, method: str = "pca", token_ids=None, n_tokens: int | None = 2000,
                    text: str | None = None, path: str | Path | None = None, counts: np.ndarray | None = None,
                    seed: int = 0, normalize: bool = True) -> Projection:
     """2-D map of a token set (see `select_tokens`) with token labels; PCA by default, t-SNE on request."""
@@ -722,7 +726,7 @@ def anisotropy_of_matrix(E, n_pairs: int = 20_000, seed: int = 0) -> Anisotropy:
                       mean_vector_ratio=ratio, seed=seed)
 
 
-def token_anisotropy(lm, n_pairs: int = 20_000, seed: int = 0) -> Anisotropy:
+def token_anisotropy(lm: LoadedModel, n_pairs: int = 20_000, seed: int = 0) -> Anisotropy:
     """Anisotropy of the token-embedding table of `lm`."""
     return anisotropy_of_matrix(input_embedding_matrix(lm), n_pairs, seed)
 
@@ -780,7 +784,7 @@ def _best_dim_correlation(table: np.ndarray) -> np.ndarray:
     return np.abs(C).max(axis=1)
 
 
-def _position_module(lm):
+def _position_module(lm: LoadedModel):
     base = lm.model.base_model
     for path in ("wpe", "embeddings.position_embeddings", "embed_positions"):
         obj = base
@@ -799,7 +803,7 @@ def _position_module(lm):
                             "relative positions).")
 
 
-def position_embeddings(lm, *, max_matrix: int = 128) -> PositionEmbeddings:
+def position_embeddings(lm: LoadedModel, *, max_matrix: int = 128) -> PositionEmbeddings:
     """Norms, smoothness and sinusoidal resemblance of the position-embedding table."""
     max_matrix = check_int(max_matrix, 2, None, "max_matrix")
     module = _position_module(lm)
@@ -819,7 +823,7 @@ def position_embeddings(lm, *, max_matrix: int = 128) -> PositionEmbeddings:
         best_dim_correlation_per_dim=per_dim)
 
 
-def segment_embeddings(lm) -> SegmentEmbeddings:
+def segment_embeddings(lm: LoadedModel) -> SegmentEmbeddings:
     """Norms and cosine of BERT's token-type (segment) embeddings."""
     emb = getattr(lm.model.base_model, "embeddings", None)
     table = getattr(emb, "token_type_embeddings", None) if emb is not None else None
@@ -867,7 +871,7 @@ def contextual_from_hidden(hidden_states, tokens: list[str], special: np.ndarray
         mean_self_sim_final=mean_inc(final_sim))
 
 
-def contextual_embeddings(lm, encoded, *, exclude_special: bool = False,
+def contextual_embeddings(lm: LoadedModel, encoded, *, exclude_special: bool = False,
                           keep_token_cosine: bool = True) -> ContextualEmbeddings:
     """Per-layer token × token cosines and self-similarity of one text (an `Encoded` or a string).
 

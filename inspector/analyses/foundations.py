@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ import torch.nn.functional as F
 from ..errors import InputError, NotAvailableError
 from ._common import check_int
 from ..inputs import display_token, encode
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 HOLDS = "holds"
 DOES_NOT_HOLD = "does not hold"
@@ -489,7 +493,7 @@ class LossIdentities:
     nll_gap: float  # |F.cross_entropy(z, y) − F.nll_loss(log_softmax(z), y)| (seed 001: CE = NLL ∘ log-softmax)
 
 
-def _encode_for_prediction(lm, text: str, position: int | None):
+def _encode_for_prediction(lm: LoadedModel, text: str, position: int | None):
     """Encoded text, model input ids, predicted index, logits index and target id for one prediction."""
     if not (lm.is_causal or lm.has_mlm_head):
         raise NotAvailableError(f"This check needs a language-model head; {_kind_phrase(lm)}.",
@@ -514,7 +518,7 @@ def _encode_for_prediction(lm, text: str, position: int | None):
     return enc, ids, position, position, target, "masked-token"
 
 
-def _model_logits(lm, enc, ids: torch.Tensor) -> torch.Tensor:
+def _model_logits(lm: LoadedModel, enc, ids: torch.Tensor) -> torch.Tensor:
     """(T, V) float32 logits of one forward pass (no hooks, no gradients)."""
     from ..capture import CaptureOptions, run
 
@@ -524,7 +528,7 @@ def _model_logits(lm, enc, ids: torch.Tensor) -> torch.Tensor:
     return res.logits[0]
 
 
-def loss_identities(lm, text: str, position: int | None = None, *, smoothing: float = 0.1,
+def loss_identities(lm: LoadedModel, text: str, position: int | None = None, *, smoothing: float = 0.1,
                     hessian_k: int = 50, top_k: int = 10, psd_tol: float = 1e-10) -> LossIdentities:
     """∂L/∂logits = P − onehot, Hessian PSD and CE = H + KL on one prediction of `lm` (float64, autograd)."""
     smoothing = _check_float(smoothing, "smoothing")
@@ -638,12 +642,12 @@ MLM_ALPHA = 1e-3
 MLM_MIN_CHOSEN = 20
 
 
-def _kind_phrase(lm) -> str:
+def _kind_phrase(lm: LoadedModel) -> str:
     label = lm.kind.label
     return f"this model is {'an' if label[0] in 'aeiou' else 'a'} {label}"
 
 
-def _claim_sigma(cap, lm) -> list[ClaimRow]:
+def _claim_sigma(cap, lm: LoadedModel) -> list[ClaimRow]:
     lo, hi = SIGMA_BAND
     thr = f"{lo} ≤ value ≤ {hi} in every layer (mean over heads)"
     stats = cap.attention if cap is not None else None
@@ -668,7 +672,7 @@ def _claim_sigma(cap, lm) -> list[ClaimRow]:
     return rows
 
 
-def _claim_layernorm(lm) -> list[ClaimRow]:
+def _claim_layernorm(lm: LoadedModel) -> list[ClaimRow]:
     from .layernorm import BETA_TOL, GAMMA_BAND, layernorm_stats
 
     thr_g = f"pooled fraction of γ in [{GAMMA_BAND[0]}, {GAMMA_BAND[1]}] ≥ {MAJORITY} ('mostly')"
@@ -699,7 +703,7 @@ def _claim_layernorm(lm) -> list[ClaimRow]:
     return rows
 
 
-def _claim_norm_frequency(lm, corpus: str, corpus_name: str) -> ClaimRow:
+def _claim_norm_frequency(lm: LoadedModel, corpus: str, corpus_name: str) -> ClaimRow:
     from .embeddings import norm_frequency_correlation
 
     claim = "Frequent tokens get larger embedding norms"
@@ -721,7 +725,7 @@ def _claim_norm_frequency(lm, corpus: str, corpus_name: str) -> ClaimRow:
         note="Short texts give few distinct tokens: pass a corpus for a meaningful figure." if nf.n_seen < 50 else "")
 
 
-def _claim_positions(lm) -> ClaimRow:
+def _claim_positions(lm: LoadedModel) -> ClaimRow:
     from .embeddings import position_embeddings
 
     claim = "Position embeddings are sinusoidal (the article says so for BERT)"
@@ -746,7 +750,7 @@ def _claim_positions(lm) -> ClaimRow:
 MLM_SPLIT_CHARS = 20_000  # text masked for the 80/10/10 claim: ~3 000 chosen tokens, whatever the process' text limit
 
 
-def _claim_mlm_split(lm, text: str) -> ClaimRow:
+def _claim_mlm_split(lm: LoadedModel, text: str) -> ClaimRow:
     claim = "MLM masks 15 % of tokens: 80 % → [MASK], 10 % → random token, 10 % unchanged"
     thr = (f"χ² goodness of fit of the split against 80/10/10 with p ≥ {MLM_ALPHA}, "
            f"at least {MLM_MIN_CHOSEN} chosen tokens")
@@ -778,7 +782,7 @@ def _claim_mlm_split(lm, text: str) -> ClaimRow:
                     figures=figs, verdict=_verdict(ok), threshold=thr, note=note)
 
 
-def _masked_loss_parts(lm, enc, seed: int = 0, mask_prob: float = 0.15):
+def _masked_loss_parts(lm: LoadedModel, enc, seed: int = 0, mask_prob: float = 0.15):
     """Mask ~15 % of the ordinary tokens of `enc` with [MASK] (seeded); the model's own MLM loss and per-token CE."""
     ids = enc.input_ids.clone()
     content = np.flatnonzero(~enc.special)
@@ -800,7 +804,7 @@ def _masked_loss_parts(lm, enc, seed: int = 0, mask_prob: float = 0.15):
     return float(model_loss), ce.numpy(), m
 
 
-def _claim_mlm_loss(lm, enc) -> ClaimRow:
+def _claim_mlm_loss(lm: LoadedModel, enc) -> ClaimRow:
     claim = "MLM loss = sum of squared losses over the masked tokens"
     thr = f"relative difference from the model's own MLM loss < {ORACLE_REL_TOL}"
     if not lm.has_mlm_head:
@@ -820,7 +824,7 @@ def _claim_mlm_loss(lm, enc) -> ClaimRow:
               else "Neither form matches the model's loss."))
 
 
-def _claim_perplexity(lm, enc, logits: torch.Tensor | None) -> ClaimRow:
+def _claim_perplexity(lm: LoadedModel, enc, logits: torch.Tensor | None) -> ClaimRow:
     claim = "Perplexity = exp(cross-entropy)"
     thr = f"relative difference between exp(model loss) and the geometric mean of 1/P < {ORACLE_REL_TOL}"
     if lm.is_causal:
@@ -849,7 +853,7 @@ def _claim_perplexity(lm, enc, logits: torch.Tensor | None) -> ClaimRow:
                     verdict=_verdict(rel < ORACLE_REL_TOL), threshold=thr)
 
 
-def _claims_identities(lm, text: str) -> list[ClaimRow]:
+def _claims_identities(lm: LoadedModel, text: str) -> list[ClaimRow]:
     grad_claim = "∂L/∂z_i = P(i) − y_i for softmax cross-entropy"
     hess_claim = "Softmax-CE is convex in the logits: Hessian diag(P) − PPᵀ is PSD"
     ce_claim = "H(p, q) = H(p) + KL(p‖q): minimising CE minimises KL"
@@ -894,7 +898,7 @@ def _claims_identities(lm, text: str) -> list[ClaimRow]:
     ]
 
 
-def _claim_tying(lm, enc, text: str) -> ClaimRow:
+def _claim_tying(lm: LoadedModel, enc, text: str) -> ClaimRow:
     claim = ("With tied weights the true token's embedding gets gradient (P(y) − 1)·h, every other "
              "token's P(i)·h")
     thr = "weights tied, max |autograd ∂L/∂W − (P − onehot) ⊗ h| < 1e-5 and cos(−∂L/∂w_y, h) > 0.999"
@@ -919,7 +923,7 @@ def _claim_tying(lm, enc, text: str) -> ClaimRow:
                     note="Output side only: the input side of the same row gets its own gradient through the body.")
 
 
-def _claim_input_sum(lm, cap) -> ClaimRow:
+def _claim_input_sum(lm: LoadedModel, cap) -> ClaimRow:
     if lm.fam.positions == "rotary":
         claim, key = (f"{lm.fam.label} input = token embedding alone (rotary positions: no position table)",
                       "input_embedding_sum")
@@ -947,7 +951,7 @@ def _claim_input_sum(lm, cap) -> ClaimRow:
                     verdict=_verdict(diff <= 1e-4 * max(scale, 1e-12)), threshold=thr, note=note)
 
 
-def _claim_cooccurrence(lm, corpus: str, corpus_name: str, seed: int = 0, max_chars: int = 200_000) -> ClaimRow:
+def _claim_cooccurrence(lm: LoadedModel, corpus: str, corpus_name: str, seed: int = 0, max_chars: int = 200_000) -> ClaimRow:
     from scipy.stats import mannwhitneyu
 
     claim = "Tokens that co-occur get a higher eᵀe (embeddings cluster by meaning)"
@@ -993,7 +997,7 @@ def _claim_cooccurrence(lm, corpus: str, corpus_name: str, seed: int = 0, max_ch
                     note=f"Pairs from the first {max_chars:,} characters of the {corpus_name}.")
 
 
-def claims_on_model(lm, text: str, corpus_text: str | None = None) -> list[ClaimRow]:
+def claims_on_model(lm: LoadedModel, text: str, corpus_text: str | None = None) -> list[ClaimRow]:
     """Every claim of SEEDS.md a loaded model can test: measured figures, threshold, computed verdict.
 
     `text` drives the per-text measurements (attention logits, losses, gradients); token

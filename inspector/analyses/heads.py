@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ import torch
 from .. import capture
 from ..errors import InputError
 from ..inputs import Encoded, display_token
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 __all__ = ["HeadGrid", "TokenInspection", "head_grid", "head_grid_rgb", "png_bytes", "most_peaked_head",
            "inspect_token"]
@@ -75,7 +79,7 @@ def _block_matrix(n: int, cell: int) -> tuple[np.ndarray, np.ndarray]:
     return m, block.astype(np.int64)
 
 
-def head_grid(lm, encoded: Encoded, cell: int = 48) -> HeadGrid:
+def head_grid(lm: LoadedModel, encoded: Encoded, cell: int = 48) -> HeadGrid:
     """Every head's attention pattern on `encoded`, downsampled to at most `cell` × `cell`."""
     if not isinstance(cell, int) or cell < 2:
         raise InputError("The thumbnail size must be a whole number of at least 2 pixels.")
@@ -159,7 +163,7 @@ def png_bytes(rgb: np.ndarray, scale: int = 1) -> bytes:
 # --------------------------------------------------------------------------- token inspector
 
 
-def _token_logits(lm, encoded: Encoded, position: int, layer: int) -> tuple[torch.Tensor, np.ndarray, str]:
+def _token_logits(lm: LoadedModel, encoded: Encoded, position: int, layer: int) -> tuple[torch.Tensor, np.ndarray, str]:
     """Logits that predict the token at `position`, and the attention row of that query in `layer`."""
     options = capture.CaptureOptions(attention_stats=False, keep_probs_layers=(layer,))
     res = capture.run(lm, encoded.batch(), options)
@@ -178,7 +182,7 @@ def _token_logits(lm, encoded: Encoded, position: int, layer: int) -> tuple[torc
     return out.logits[0, position], probs, "masked: predicted with the token replaced by [MASK]"
 
 
-def inspect_token(lm, encoded: Encoded, position: int, layer: int, head: int, k: int = 10) -> TokenInspection:
+def inspect_token(lm: LoadedModel, encoded: Encoded, position: int, layer: int, head: int, k: int = 10) -> TokenInspection:
     """Top-k predictions, probability, loss and rank of the token at `position`, and its attention row."""
     T = encoded.n_tokens
     for value, n, what in ((position, T, "token position"), (layer, lm.n_layers, "layer"),

@@ -13,13 +13,16 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 import torch
 
 from ..errors import InputError
 from ._common import QUANTILE_LEVELS, bin_edges, histogram
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 GAMMA_BAND = (0.2, 0.4)  # seed 003: "γ mostly 0.2–0.4"
 BETA_TOL = 0.05  # seed 003: "β near 0", read as |β| < 0.05
@@ -222,7 +225,7 @@ def _raw_params(module: torch.nn.Module) -> tuple[np.ndarray, np.ndarray | None,
     return gamma, beta, offset
 
 
-def layernorm_stats(lm, bins: int = DEFAULT_BINS, *, gamma_band: tuple[float, float] = GAMMA_BAND,
+def layernorm_stats(lm: LoadedModel, bins: int = DEFAULT_BINS, *, gamma_band: tuple[float, float] = GAMMA_BAND,
                     beta_tol: float = BETA_TOL) -> LayerNormReport:
     """γ/β of every norm layer of `lm` with per-layer and pooled summaries and histograms.
 
@@ -314,7 +317,7 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 @contextmanager
-def norm_hooks(lm, token_mask: torch.Tensor | None = None) -> Iterator[_NormSink]:
+def norm_hooks(lm: LoadedModel, token_mask: torch.Tensor | None = None) -> Iterator[_NormSink]:
     """Attach a reducing forward hook to every norm layer of `lm`; always removed on exit.
 
     Holds `lm.lock` while the hooks exist (other hook users wait), and the hooks record only
@@ -337,7 +340,7 @@ def norm_hooks(lm, token_mask: torch.Tensor | None = None) -> Iterator[_NormSink
                 h.remove()
 
 
-def layernorm_activations(lm, encoded) -> list[NormActivation]:
+def layernorm_activations(lm: LoadedModel, encoded) -> list[NormActivation]:
     """Mean/std of each norm layer's input and output on one text (an `Encoded` or a string).
 
     One forward pass with hooks that reduce to statistics in place; layers the forward never

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +27,9 @@ from ..errors import InputError, NotAvailableError
 from ._common import check_int
 from ..inputs import Encoded, clean_text, display_token, encode
 from ..tokens import text_tokens
+
+if TYPE_CHECKING:  # pragma: no cover
+    from ..models import LoadedModel
 
 __all__ = [
     "CausalLossReport", "CorpusScore", "MaskedLossReport", "PLLReport", "NSPResult", "GradientCheck",
@@ -225,14 +229,14 @@ class GradientCheck:
 # --------------------------------------------------------------------------- checks and small helpers
 
 
-def _require_causal(lm, what: str) -> None:
+def _require_causal(lm: LoadedModel, what: str) -> None:
     if not lm.is_causal:
         kind = "an encoder-only model (no language-model head)" if not lm.has_mlm_head else "a masked language model"
         raise NotAvailableError(f"{what} is not available for {kind}.",
                                 "Load a causal language model such as GPT-2, or use the masked-LM loss.")
 
 
-def _require_mlm(lm, what: str) -> None:
+def _require_mlm(lm: LoadedModel, what: str) -> None:
     if not lm.has_mlm_head:
         kind = "a causal language model" if lm.is_causal else "an encoder-only model (no language-model head)"
         hint = ("Use the causal (next-token) loss for this model." if lm.is_causal else
@@ -275,11 +279,11 @@ def _row_stats(logp: torch.Tensor, target: torch.Tensor, k: int):
 # --------------------------------------------------------------------------- model parts
 
 
-def _vocab_out(lm) -> int:
+def _vocab_out(lm: LoadedModel) -> int:
     return int(lm.model.get_output_embeddings().weight.shape[0])
 
 
-def _causal_parts(lm):
+def _causal_parts(lm: LoadedModel):
     """(body, head): body(input_ids) -> last hidden state (B, T, D); head(hidden) -> logits (.., V)."""
     model = lm.model
     body = model.base_model
@@ -295,7 +299,7 @@ def _causal_parts(lm):
     return run_body, head
 
 
-def _mlm_parts(lm):
+def _mlm_parts(lm: LoadedModel):
     """(body, head) for BERT-family masked LMs: body -> sequence output; head = transform + decoder."""
     model = lm.model
     body = model.base_model
@@ -331,7 +335,7 @@ def _windows(n: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     return out
 
 
-def _window_settings(lm, window: int | None, stride: int | None) -> tuple[int, int]:
+def _window_settings(lm: LoadedModel, window: int | None, stride: int | None) -> tuple[int, int]:
     limit = lm.max_positions or 1024
     window = limit if window is None else check_int(window, 2, limit, "window (tokens per forward pass)")
     if stride is None:
@@ -353,7 +357,7 @@ def _window_batches(windows, batch_size: int):
         i = j
 
 
-def _scored_hidden(lm, ids: torch.Tensor, windows, batch_size: int):
+def _scored_hidden(lm: LoadedModel, ids: torch.Tensor, windows, batch_size: int):
     """Yield (scored positions (n,), context lengths (n,), hidden rows predicting them (n, D)) per batch.
 
     Windows of equal length run together, `batch_size` per forward pass; only the hidden rows
@@ -372,13 +376,13 @@ def _scored_hidden(lm, ids: torch.Tensor, windows, batch_size: int):
         yield torch.cat(pos), torch.cat(ctx), torch.cat(rows)
 
 
-def _tokenise_causal(lm, text: str):
+def _tokenise_causal(lm: LoadedModel, text: str):
     tok = lm.tokenizer
     enc = tok(text, return_offsets_mapping=True, add_special_tokens=True, verbose=False)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
 
 
-def causal_token_loss(lm, text: str, stride: int | None = None, top_k: int = 5, *, window: int | None = None,
+def causal_token_loss(lm: LoadedModel, text: str, stride: int | None = None, top_k: int = 5, *, window: int | None = None,
                       batch_size: int = 8) -> CausalLossReport:
     """Per-token next-token cross-entropy, surprisal, entropy, rank and top-k alternatives, and perplexity.
 
@@ -443,7 +447,7 @@ def causal_token_loss(lm, text: str, stride: int | None = None, top_k: int = 5, 
     )
 
 
-def score_corpus(lm, text_or_ids, window: int | None = None, stride: int | None = None,
+def score_corpus(lm: LoadedModel, text_or_ids, window: int | None = None, stride: int | None = None,
                  batch_size: int = 8) -> CorpusScore:
     """Perplexity of a long text or token-id stream with the sliding window, for benchmarks.
 
@@ -514,7 +518,7 @@ def _special_frame(tok) -> tuple[list[int], list[int]]:
     return [], []  # pragma: no cover
 
 
-def _content_tokens(lm, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+def _content_tokens(lm: LoadedModel, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     enc = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     ids = list(enc["input_ids"])
     if not ids:
@@ -522,7 +526,7 @@ def _content_tokens(lm, text: str) -> tuple[list[int], list[tuple[int, int]]]:
     return ids, [tuple(o) for o in enc["offset_mapping"]]
 
 
-def _make_chunks(lm, content_ids) -> _Chunks:
+def _make_chunks(lm: LoadedModel, content_ids) -> _Chunks:
     prefix, suffix = _special_frame(lm.tokenizer)
     limit = (lm.max_positions or 512) - len(prefix) - len(suffix)
     n = len(content_ids)
@@ -543,7 +547,7 @@ def _make_chunks(lm, content_ids) -> _Chunks:
     return _Chunks(ids, mask, torch.zeros_like(ids), row, col, limit)
 
 
-def _mlm_logprobs(lm, input_ids, attention_mask, token_type_ids, rows, cols, batch_size: int):
+def _mlm_logprobs(lm: LoadedModel, input_ids, attention_mask, token_type_ids, rows, cols, batch_size: int):
     """Yield (index slice into rows/cols, log P over the vocabulary (n, V)) for the selected (row, col) cells."""
     body, head = _mlm_parts(lm)
     rows_t, cols_t = torch.as_tensor(rows), torch.as_tensor(cols)
@@ -559,13 +563,13 @@ def _mlm_logprobs(lm, input_ids, attention_mask, token_type_ids, rows, cols, bat
             yield sel[sl], logp
 
 
-def _random_vocab(lm) -> np.ndarray:
+def _random_vocab(lm: LoadedModel) -> np.ndarray:
     tok = lm.tokenizer
     v = min(len(tok), lm.vocab_size)
     return np.setdiff1d(np.arange(v), np.array(tok.all_special_ids, dtype=np.int64))
 
 
-def _choose_masking(lm, content: list[int], seed: int, mask_prob: float):
+def _choose_masking(lm: LoadedModel, content: list[int], seed: int, mask_prob: float):
     """BERT's seeded corruption of `content` token ids: (positions, kind, original ids, replacement ids), each (M,).
 
     round(mask_prob · N) positions (at least one) without replacement; each becomes the mask token
@@ -596,7 +600,7 @@ class MaskingSplit:
     n_unchanged: int
 
 
-def masking_split(lm, text: str, seed: int = 0, mask_prob: float = 0.15) -> MaskingSplit:
+def masking_split(lm: LoadedModel, text: str, seed: int = 0, mask_prob: float = 0.15) -> MaskingSplit:
     """The 15 % / 80-10-10 choice `masked_lm_loss(lm, text, seed, mask_prob)` makes, without its forward passes."""
     _require_mlm(lm, "Masked-LM masking")
     text = clean_text(text, max_chars=max(len(text or ""), 1))
@@ -608,7 +612,7 @@ def masking_split(lm, text: str, seed: int = 0, mask_prob: float = 0.15) -> Mask
                         n_unchanged=int((kind == KEPT_UNCHANGED).sum()))
 
 
-def masked_lm_loss(lm, text: str, seed: int = 0, mask_prob: float = 0.15, top_k: int = 5, *,
+def masked_lm_loss(lm: LoadedModel, text: str, seed: int = 0, mask_prob: float = 0.15, top_k: int = 5, *,
                    batch_size: int = 8) -> MaskedLossReport:
     """BERT's masked-LM loss with seeded 15 % / 80-10-10 masking of the non-special tokens.
 
@@ -679,7 +683,7 @@ def masked_lm_loss(lm, text: str, seed: int = 0, mask_prob: float = 0.15, top_k:
     )
 
 
-def pseudo_log_likelihood(lm, text: str, batch_size: int = 16) -> PLLReport:
+def pseudo_log_likelihood(lm: LoadedModel, text: str, batch_size: int = 16) -> PLLReport:
     """Mask each content token in turn (batched copies) and sum log P(original | rest)."""
     _require_mlm(lm, "Pseudo-log-likelihood")
     text = clean_text(text)
@@ -731,7 +735,7 @@ def pseudo_log_likelihood(lm, text: str, batch_size: int = 16) -> PLLReport:
     )
 
 
-def next_sentence(lm, text_a: str, text_b: str) -> NSPResult:
+def next_sentence(lm: LoadedModel, text_a: str, text_b: str) -> NSPResult:
     """P(IsNext) of BERT's next-sentence head for the pair [CLS] A [SEP] B [SEP]."""
     if not lm.has_nsp_head:
         raise NotAvailableError(
@@ -763,7 +767,7 @@ def next_sentence(lm, text_a: str, text_b: str) -> NSPResult:
 # --------------------------------------------------------------------------- gradient view (seed 000)
 
 
-def logit_gradient_check(lm, encoded: Encoded, position: int, top_k: int = 10) -> GradientCheck:
+def logit_gradient_check(lm: LoadedModel, encoded: Encoded, position: int, top_k: int = 10) -> GradientCheck:
     """∂L/∂logits by autograd vs P − onehot at one position, and the gradient reaching embedding rows.
 
     Gradients are taken with respect to `inputs_embeds` and a detached view of the output weight

@@ -120,7 +120,11 @@ def _screenshots(drv, name: str) -> None:
 def _page_state(drv):
     from selenium.webdriver.common.by import By
 
-    running = [e for e in drv.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]') if e.is_displayed()]
+    from concurrency_check import script_running
+
+    running = script_running(drv)
+    running = running or [e for e in drv.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]')
+                          if e.is_displayed()]
     running = running or [e for e in drv.find_elements(By.CSS_SELECTOR, '[data-testid="stSpinner"]')]
     main = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"]')
     text = main[0].text if main else ""
@@ -244,3 +248,42 @@ def test_all_heads_grid_click_opens_the_head_and_marks_the_token(server, driver)
     page = _wait_for(driver, "All heads", f"Token {query}:")
     assert "attention row in layer 1, head 2" in page
     _screenshots(driver, "heads-drilldown")
+
+
+def test_second_text_side_by_side_in_a_real_browser(server, driver):
+    """Switch on "Second text (B)" in the sidebar, type a minimal pair, and read Token loss: B's perplexity
+    (plain transformers) and the B − A strip are drawn; the screenshot shows the layout at 1440 × 900."""
+    import math
+
+    import torch
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from inspector import models
+
+    lm = models.load("bundled:gpt2-mini")
+    text_b = "The key to the cabinet is on the table."
+    ids = lm.tokenizer(text_b)["input_ids"]
+    with torch.no_grad():
+        logits = lm.model(input_ids=torch.tensor([ids])).logits[0].double()
+    ce = -torch.log_softmax(logits[:-1], -1)[torch.arange(len(ids) - 1), torch.tensor(ids[1:])]
+    ppl_b = math.exp(float(ce.mean()))
+
+    driver.get(f"{server}/token_loss")
+    _wait_rendered(driver, "Token loss")
+    toggle = driver.find_element(By.CSS_SELECTOR, '[data-testid="stSidebar"] .st-key-text_b_on label')
+    toggle.click()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not driver.find_elements(By.CSS_SELECTOR, ".st-key-text_b textarea"):
+        time.sleep(0.3)
+    area = driver.find_element(By.CSS_SELECTOR, ".st-key-text_b textarea")
+    area.click()
+    area.send_keys(text_b)
+    area.send_keys(Keys.CONTROL, Keys.ENTER)  # Streamlit applies a text area on Ctrl+Enter
+    page = _wait_for(driver, "Token loss", "Text B beside A")
+    assert "Perplexity: B" in page
+    shown = page.split("Perplexity: B", 1)[1].split()[0]
+    assert float(shown) == pytest.approx(ppl_b, rel=1e-3)
+    strips = driver.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] [data-token]')
+    assert strips, "no token strip drawn"
+    _screenshots(driver, "token-loss-text-b")
