@@ -13,6 +13,10 @@ How it works (and why it is thread-safe on one shared model):
   are explicitly asked for. Each chunk makes one pass of row reductions with at most two
   chunk-sized tensors alive (the shifted logits and their exponentials): entropy, largest
   probability, mean and variance all come from per-row sums (see `_Collector._row_reductions`).
+
+One concern that reads better whole (about 690 lines): the attention function, the per-row reductions
+and their exact float64 merge share one set of numerics and one mask convention; split, each part
+would need the others' internals.
 """
 from __future__ import annotations
 

@@ -9,6 +9,9 @@
 Every failure prints `error: ...` (and a `hint: ...`) on stderr and exits with status 2; a
 traceback is shown only with --debug. Output paths are checked before the model is loaded, so
 a long run never ends in "file exists".
+
+One concern that reads better whole (about 570 lines): the argument parsers and each command's thin body
+(load, run the library, write); the analyses and reports live elsewhere.
 """
 from __future__ import annotations
 

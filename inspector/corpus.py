@@ -23,6 +23,9 @@ Results are written atomically to DIR/<k>/result.json + arrays.npz per model, wi
 for a series (a table per statistic × checkpoint). Every `checkpoint_every` windows the accumulators
 are saved to DIR/<k>/partial.npz; a restarted job resumes there and gives the same result as an
 uninterrupted one (the same batches are merged in the same order).
+
+One concern that reads better whole (about 540 lines): the corpus job's reading, windowing, accumulators,
+checkpointed resume and atomic result files depend on one another's formats.
 """
 from __future__ import annotations
 

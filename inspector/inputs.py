@@ -69,6 +69,22 @@ def display_token(tokenizer, token_id: int) -> str:
     return piece_text(tokenizer, token_id)
 
 
+def display_tokens(tokenizer, ids) -> list[str]:
+    """`display_token` of each id."""
+    return [display_token(tokenizer, int(i)) for i in ids]
+
+
+def content_ids(lm: LoadedModel, text: str, min_tokens: int = 1, *, needs: str = "this analysis"
+                ) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character spans of `text` without special tokens; at least `min_tokens` of them."""
+    enc = lm.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    ids = list(enc["input_ids"])
+    if len(ids) < min_tokens:
+        raise InputError(f"The text has {len(ids)} token(s) for {lm.spec}; {needs} needs at least {min_tokens}.",
+                         "Use a longer text.")
+    return ids, [tuple(int(x) for x in o) for o in enc["offset_mapping"]]
+
+
 def _token_texts(tok, enc, text: str, text_pair: str | None) -> list[str]:
     """Each token as the text it covers, in context (word pieces joined, spaces kept): inspector.tokens."""
     from .tokens import sequence_texts

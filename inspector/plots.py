@@ -7,6 +7,9 @@ Streamlit, or touches a model. The app shows these figures; anything else may em
 Text safety: token strings come from user input. Plotly renders a subset of HTML tags in
 labels and hover text, so every token reaching a figure goes through `token_label` (HTML
 escaped, whitespace made visible); `colored_tokens_html` escapes every token with html.escape.
+
+One concern that reads better whole (about 800 lines): every Plotly builder of the app with one shared
+style (palette, log axes, token labels); splitting it by page would scatter that style.
 """
 from __future__ import annotations
 

@@ -283,3 +283,8 @@ def strip_html(tokens: Sequence[str], *, backgrounds: Sequence[str] | None = Non
                      f"style=\"{style}\">{shown}</span>")
     return ('<div style="font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;line-height:2;'
             f'overflow-wrap:anywhere;word-break:normal;max-width:100%">{"".join(parts)}</div>')
+
+
+def same_vocabulary(ta, tb) -> bool:
+    """Same token → id map (cheap length test first: get_vocab builds a dict of the whole vocabulary)."""
+    return ta is tb or (len(ta) == len(tb) and ta.get_vocab() == tb.get_vocab())

@@ -4,6 +4,9 @@ Trains the tokenizers and the two models on ``data/corpus`` and writes checkpoin
 ``training.json`` with loss curves and held-out figures next to them. Lives outside the library's
 import path: `inspector.models` and the registry in `inspector.bundled` never import this module
 (``python -m inspector.bundled build`` forwards here).
+
+One concern that reads better whole (about 660 lines): the two seeded build recipes, their shared
+corpus/tokenizer steps and the training.json they record (imported only by the build commands).
 """
 from __future__ import annotations
 

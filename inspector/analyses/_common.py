@@ -17,6 +17,11 @@ from typing import Any
 
 import numpy as np
 
+# Largest top-k a comparison reports, and the elements of one (rows, V) float64 chunk: 2^22 · 8 bytes = 32 MiB
+# per array whatever the vocabulary (logits are formed in chunks of rows).
+MAX_TOP_K = 100
+CHUNK_ELEMENTS = 1 << 22
+
 # Quantile levels every analysis reports (1, 5, 25, 50, 75, 95, 99 %).
 QUANTILE_LEVELS = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 

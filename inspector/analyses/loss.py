@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from .. import families
 from ..errors import InputError, NotAvailableError
 from ._common import check_int
-from ..inputs import Encoded, clean_text, display_token, encode
+from ..inputs import Encoded, clean_text, display_token, display_tokens, encode
 from ..tokens import text_tokens
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -248,10 +248,6 @@ def _require_mlm(lm: LoadedModel, what: str) -> None:
 
 
 
-def _decode(tok, ids) -> list[str]:
-    return [display_token(tok, int(i)) for i in ids]
-
-
 def _logit_chunk_rows(device: torch.device, vocab_size: int) -> int:
     """Rows of hidden states projected onto the vocabulary at a time on `device`."""
     elements = _LOGIT_CHUNK_ELEMENTS.get(device.type, _LOGIT_CHUNK_ELEMENTS["cuda"])
@@ -436,7 +432,7 @@ def causal_token_loss(lm: LoadedModel, text: str, stride: int | None = None, top
         top_k=top_k,
         top_ids=top_ids,
         top_probs=cat["top_p"].double().numpy(),
-        top_tokens=[_decode(lm.tokenizer, row) for row in top_ids],
+        top_tokens=[display_tokens(lm.tokenizer, row) for row in top_ids],
         mean_ce_nats=mean_ce,
         mean_ce_bits=mean_ce / LN2,
         perplexity=float(math.exp(mean_ce)),
@@ -661,7 +657,7 @@ def masked_lm_loss(lm: LoadedModel, text: str, seed: int = 0, mask_prob: float =
         original_ids=original,
         replacement_kind=kind,
         replacement_ids=replacement,
-        replacement_tokens=_decode(tok, replacement),
+        replacement_tokens=display_tokens(tok, replacement),
         ce_nats=ce_np,
         ce_bits=ce_np / LN2,
         prob=np.exp(-ce_np),
@@ -669,7 +665,7 @@ def masked_lm_loss(lm: LoadedModel, text: str, seed: int = 0, mask_prob: float =
         top_k=top_k,
         top_ids=top_ids_np,
         top_probs=top_p.numpy(),
-        top_tokens=[_decode(tok, row) for row in top_ids_np],
+        top_tokens=[display_tokens(tok, row) for row in top_ids_np],
         loss=loss,
         perplexity=float(math.exp(loss)),
         accuracy=float((rank.numpy() == 1).mean()),
@@ -725,7 +721,7 @@ def pseudo_log_likelihood(lm: LoadedModel, text: str, batch_size: int = 16) -> P
         log_prob=lp,
         rank=rank.numpy().astype(np.int64),
         predicted_ids=pred.numpy().astype(np.int64),
-        predicted_tokens=_decode(tok, pred.tolist()),
+        predicted_tokens=display_tokens(tok, pred.tolist()),
         pll=pll,
         pll_bits=pll / LN2,
         pseudo_perplexity=float(math.exp(-pll / n)),
@@ -860,7 +856,7 @@ def logit_gradient_check(lm: LoadedModel, encoded: Encoded, position: int, top_k
         position=position,
         target_id=target_id,
         target_token=display_token(tok, target_id),
-        tokens=_decode(tok, ids.tolist()),
+        tokens=display_tokens(tok, ids.tolist()),
         dtype=str(lm.dtype).replace("torch.", ""),
         loss=float(loss.detach()),
         prob_target=p_target,
@@ -870,18 +866,18 @@ def logit_gradient_check(lm: LoadedModel, encoded: Encoded, position: int, top_k
         logit_grad_norm=float(g_logits.norm()),
         top_k=k,
         top_ids=logit_top.cpu().numpy().astype(np.int64),
-        top_tokens=_decode(tok, logit_top.tolist()),
+        top_tokens=display_tokens(tok, logit_top.tolist()),
         top_logit_grads=g_logits[logit_top].cpu().double().numpy(),
         input_grad_norm=g_in.norm(dim=-1).cpu().double().numpy(),
         hidden_norm=float(h_vec.norm()),
         tied=bool(tied),
         output_formula_max_abs_diff=diff_out,
         output_top_ids=out_top.indices.cpu().numpy().astype(np.int64),
-        output_top_tokens=_decode(tok, out_top.indices.tolist()),
+        output_top_tokens=display_tokens(tok, out_top.indices.tolist()),
         output_top_norms=out_top.values.cpu().double().numpy(),
         target_row_grad_norm=float(g_target.norm()),
         target_row_cos_h=cos,
         embedding_top_ids=emb_ids.cpu().numpy().astype(np.int64),
-        embedding_top_tokens=_decode(tok, emb_ids.tolist()),
+        embedding_top_tokens=display_tokens(tok, emb_ids.tolist()),
         embedding_top_norms=emb_vals.cpu().double().numpy(),
     )
