@@ -530,7 +530,7 @@ def cmd_models(args) -> int:
     marks = {DEFAULT_MODEL: "default of the CLI", bundled.APP_DEFAULT_MODEL: "the app opens on it"}
     for m in models:
         spec = bundled_spec(m.name)
-        mark = f" ({marks[spec]})" if spec in marks else ""
+        mark = f" ({marks[spec]})" if spec in marks and m.available else ""
         install = getattr(m, "install", "") or "python -m inspector.bundled build"
         state = ", ".join(m.checkpoints) if m.available else f"not installed (install: {install})"
         licence = f"; licence: {m.licence}" if getattr(m, "licence", "") else ""
