@@ -8,8 +8,13 @@ An analysis is a small class (one per module under `inspector/analyses/`) that d
 - `available(lm) -> (bool, reason)`: whether it applies to a model, and why not;
 - `run(lm, encoded, settings) -> result`: a frozen dataclass of numpy arrays and plain values
   (no model, tensor or device reference: results are cached, copied and written to JSON);
-- `view(result) -> list[Block]`: what to show, as declared blocks (Metric, Table, Chart,
+- `view(result) -> list[Block]`: what to show, as declared blocks (Heading, Metric, Table, Chart,
   ColouredTokens, Note).
+
+An analysis whose report section has several parts (LayerNorm: the parameters and what the norm
+layers do to the text) sets `report_parts = True` and `result_type`: its result is a frozen
+dataclass whose fields are the parts (a part that does not apply is an `Unavailable`, one not
+computed is None), stored in the report as the section's parts (`part(fn)` builds one).
 
 The app (`pages/_common.render_blocks`), the HTML / Markdown reports (`inspector/report.py`) and
 the CLI (through the report) render those blocks generically; a chart is declared once and drawn
@@ -39,9 +44,40 @@ REGISTERED: tuple[str, ...] = (
 # --------------------------------------------------------------------------- blocks
 
 
+@dataclass
+class Unavailable:
+    """A section (or part of one) that was not computed, and why."""
+
+    reason: str
+    status: str = "unavailable"  # "unavailable" (does not apply / not installed) | "failed" (an error)
+
+    def __str__(self) -> str:
+        return f"{'not available' if self.status == 'unavailable' else 'failed'}: {self.reason}"
+
+
+def part(fn):
+    """fn(), or an `Unavailable` when that part does not apply (NotAvailableError): the other parts still run."""
+    from .errors import NotAvailableError
+
+    try:
+        return fn()
+    except NotAvailableError as exc:
+        return Unavailable(exc.message)
+
+
+@dataclass(frozen=True)
+class Heading:
+    """A sub-heading inside a view (one per part of a section)."""
+
+    text: str
+
+
 @dataclass(frozen=True)
 class Metric:
-    """One headline number (or short text) with a label and an optional explanation."""
+    """One headline number (or short text) with a label and an optional explanation.
+
+    Consecutive metrics form one group (a row of metrics in the app, a two-column table in reports).
+    """
 
     label: str
     value: float | int | str | None
@@ -67,6 +103,7 @@ class Table:
     columns: tuple[str, ...]
     rows: tuple[tuple, ...]
     note: str = ""
+    verdict_column: str = ""  # a column whose cells ("holds", "does not hold", ...) are coloured by value
 
 
 @dataclass(frozen=True)
@@ -74,9 +111,11 @@ class Chart:
     """A chart declared once; `plots.chart_figure` (app) and `svg_charts.chart_svg` (reports) draw it.
 
     kind "line": `series` = ((name, x values, y values), ...); kind "bar": one series, x = labels;
+    kind "histogram": one series (name, bin edges, counts), len(edges) = len(counts) + 1;
     kind "heatmap": `z` (rows × columns) with `row_labels` / `col_labels`. `log_y` draws a log
     axis ticked at powers of ten (1, 10, 100, ...). `signed` heatmaps (differences) use a diverging
-    scale centred on zero.
+    scale centred on zero. `reference` is a dashed horizontal line (line, bar), `markers` labelled
+    vertical lines at x values (histogram), `points` whether a line chart marks its points.
     """
 
     kind: str
@@ -92,9 +131,14 @@ class Chart:
     zmin: float | None = None
     zmax: float | None = None
     signed: bool = False  # heatmap of differences: a diverging scale centred on 0
+    reference: float | None = None
+    reference_label: str = ""
+    markers: tuple[tuple[str, float], ...] = ()
+    points: bool = True
+    width: int | None = None  # reports: a wider chart for one bar per token
 
     def __post_init__(self):
-        if self.kind not in ("line", "bar", "heatmap"):
+        if self.kind not in ("line", "bar", "histogram", "heatmap"):
             raise ValueError(f"unknown chart kind {self.kind!r}")
 
 
@@ -107,6 +151,7 @@ class ColouredTokens:
     value_name: str
     signed: bool = False
     special: tuple[bool, ...] = ()
+    caption: str = ""  # what the colours mean, shown above the tokens
 
 
 @dataclass(frozen=True)
@@ -117,17 +162,31 @@ class Note:
     level: str = "caption"
 
 
-Block = Union[Metric, Table, Chart, ColouredTokens, Note]
+Block = Union[Heading, Metric, Table, Chart, ColouredTokens, Note]
+
+
+def unavailable_note(what: Unavailable) -> Note:
+    """The block a view shows for a part that was not computed."""
+    return Note(str(what), level="warning")
 
 
 # --------------------------------------------------------------------------- the contract
 
 
 def setting(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-            choices: Sequence | None = None):
-    """A settings-dataclass field with its help text and range (read by the app's widgets)."""
-    meta = {"help": help, "min": min, "max": max, "choices": tuple(choices) if choices is not None else None}
+            choices: Sequence | None = None, key: str | None = None):
+    """A settings-dataclass field with its help text and range (read by the app's widgets).
+
+    `key` is its name among the report settings (`--set key=value`) when that is not "<analysis>_<field>"
+    (report settings older than the contract keep their names)."""
+    meta = {"help": help, "min": min, "max": max, "choices": tuple(choices) if choices is not None else None,
+            "key": key}
     return field(default=default, metadata=meta)
+
+
+def settings_key(analysis: "Analysis", f: dataclasses.Field) -> str:
+    """The report-settings name of one settings field."""
+    return f.metadata.get("key") or f"{analysis.name}_{f.name}"
 
 
 class Analysis:
@@ -136,6 +195,8 @@ class Analysis:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    report_parts: ClassVar[bool] = False  # the result's fields are the report section's parts
+    result_type: ClassVar[type | None] = None  # the result dataclass, when report_parts
 
     @dataclass(frozen=True)
     class Settings:
@@ -151,6 +212,19 @@ class Analysis:
         raise NotImplementedError
 
     # helpers shared by every renderer
+
+    def to_parts(self, result) -> dict:
+        """{part: value} stored in a report section: the result's fields (None = not computed, left out)."""
+        if not self.report_parts:
+            return {"result": result}
+        return {f.name: getattr(result, f.name) for f in dataclasses.fields(result)
+                if getattr(result, f.name) is not None}
+
+    def from_parts(self, parts: dict):
+        """The result a view reads, from a report section's parts (as stored, or loaded from JSON)."""
+        if not self.report_parts:
+            return parts.get("result") if len(parts) != 1 else next(iter(parts.values()))
+        return self.result_type(**{f.name: parts.get(f.name) for f in dataclasses.fields(self.result_type)})
 
     def settings_from(self, values: dict | None = None):
         """A Settings instance from {field: value} (unknown fields are an InputError, ranges checked)."""

@@ -781,6 +781,17 @@ def chart_figure(chart) -> go.Figure:
         fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=9))
         fig.update_yaxes(type="category", autorange="reversed")
         height = max(320, 28 * len(chart.row_labels) + 200)
+    elif chart.kind == "histogram":
+        name, edges, counts = chart.series[0] if chart.series else ("", (0.0, 1.0), ())
+        edges = np.asarray(edges, dtype=float)
+        fig.add_trace(go.Bar(x=(edges[:-1] + edges[1:]) / 2, y=list(counts), width=np.diff(edges), name=name,
+                             marker_color=PALETTE[0], hovertemplate="%{x:.4g}: %{y}<extra></extra>"))
+        for label, x in chart.markers:
+            fig.add_vline(x=float(x), line_dash="dash", line_color="#555", annotation_text=html.escape(label))
+        if chart.log_y:
+            fig.update_yaxes(**LOG_AXIS)
+        fig.update_layout(bargap=0, showlegend=False)
+        height = 380
     else:
         for i, (name, xs, ys) in enumerate(chart.series):
             color = PALETTE[i % len(PALETTE)]
@@ -788,8 +799,11 @@ def chart_figure(chart) -> go.Figure:
                 fig.add_trace(go.Bar(x=[html.escape(str(x), quote=False) for x in xs], y=list(ys), name=name,
                                      marker_color=color))
             else:
-                fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers", name=name,
-                                         line=dict(color=color)))
+                fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers" if chart.points else "lines",
+                                         name=name, line=dict(color=color)))
+        if chart.reference is not None:
+            fig.add_hline(y=float(chart.reference), line_dash="dash", line_color="#555",
+                          annotation_text=html.escape(chart.reference_label))
         if chart.log_y:
             fig.update_yaxes(**LOG_AXIS)
         fig.update_layout(legend=dict(orientation="h", y=1.02, x=1, xanchor="right", yanchor="bottom"))

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 import numpy as np
 
 from . import analysis as _contract
+from .analysis import Unavailable
 from .errors import InputError, InspectorError, NotAvailableError, ReportPathError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -93,17 +94,6 @@ _VERSION_PACKAGES = {
 
 
 # --------------------------------------------------------------------------- data
-
-
-@dataclass
-class Unavailable:
-    """A section (or part of one) that was not computed, and why."""
-
-    reason: str
-    status: str = "unavailable"  # "unavailable" (does not apply / not installed) | "failed" (an error)
-
-    def __str__(self) -> str:
-        return f"{'not available' if self.status == 'unavailable' else 'failed'}: {self.reason}"
 
 
 @dataclass
@@ -289,10 +279,7 @@ def _analysis(name: str):
 
 
 def _part(results: dict, name: str, fn: Callable[[], Any]) -> None:
-    try:
-        results[name] = fn()
-    except NotAvailableError as exc:
-        results[name] = Unavailable(exc.message)
+    results[name] = _contract.part(fn)
 
 
 def _run_overview(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
@@ -449,20 +436,26 @@ SECTIONS = CORE_SECTIONS + tuple(n for n in _CONTRACT if n not in CORE_SECTIONS)
 for _a in _CONTRACT.values():
     SECTION_TITLES.setdefault(_a.name, _a.title)
     for _f in dataclasses.fields(_a.Settings):
-        DEFAULT_SETTINGS.setdefault(f"{_a.name}_{_f.name}", _f.default)
+        DEFAULT_SETTINGS.setdefault(_contract.settings_key(_a, _f), _f.default)
 
 
 def _contract_runner(name: str) -> Callable:
     analysis = _CONTRACT[name]
-    keys = [f.name for f in dataclasses.fields(analysis.Settings)]
+    keys = {f.name: _contract.settings_key(analysis, f) for f in dataclasses.fields(analysis.Settings)}
 
     def run(lm: LoadedModel, enc, settings, ctx) -> dict:
         ok, reason = analysis.available(lm)
         if not ok:
             raise NotAvailableError(reason)
-        values = {k: settings[f"{name}_{k}"] for k in keys}
-        return {"result": analysis.run(lm, enc, analysis.settings_from(values))}
+        values = {k: settings[key] for k, key in keys.items()}
+        return analysis.to_parts(analysis.run(lm, enc, analysis.settings_from(values)))
     return run
+
+
+def contract_view(name: str, sec: Section) -> list:
+    """The declared view of a section written on the contract (its result rebuilt from the section's parts)."""
+    analysis = _CONTRACT[name]
+    return analysis.view(analysis.from_parts(sec.results))
 
 
 _RUNNERS.update({name: _contract_runner(name) for name in _CONTRACT})

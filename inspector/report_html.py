@@ -634,35 +634,78 @@ _HTML_SECTIONS: dict[str, Callable[[_r.Report, _r.Section], str]] = {
 }
 
 
+def _coloured_tokens_html(b: _contract.ColouredTokens) -> str:
+    vals = [v for v in b.values if v is not None and np.isfinite(v)]
+    vmax = max((abs(v) for v in vals), default=0.0) or 1.0
+    scale = "diverging" if b.signed else "viridis"
+    colors = ["#ffffff" if v is None or not np.isfinite(v) else
+              _light(svg.color_at((v / vmax + 1) / 2 if b.signed else 1 - v / vmax, scale), 0.45) for v in b.values]
+    titles = [f"#{i}: " + ("not scored" if v is None or not np.isfinite(v) else f"{_fmt(v)} {b.value_name}")
+              for i, v in enumerate(b.values)]
+    caption = f'<p class="note">{_h(b.caption)}</p>' if b.caption else ""
+    return caption + _tokens_html(list(b.tokens), list(b.special) or None, colors, titles)
+
+
+def _table_html(b: _contract.Table) -> str:
+    head = f"<h3>{_h(b.title)}</h3>" if b.title else ""
+    note = f'<p class="note">{_h(b.note)}</p>' if b.note else ""
+    if not b.verdict_column or b.verdict_column not in b.columns:
+        return head + _table(list(b.columns), [list(r) for r in b.rows]) + note
+    col = b.columns.index(b.verdict_column)
+    body = []
+    for row in b.rows:
+        cells = []
+        for j, v in enumerate(row):
+            style = f' style="{_VERDICT_STYLE[v]}"' if j == col and v in _VERDICT_STYLE else ""
+            cells.append(f"<td{style}>{_h(_fmt(v))}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    header = "".join(f"<th>{_h(c)}</th>" for c in b.columns)
+    return head + f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(body)}</tbody></table>" + note
+
+
+def _metric_value(m: _contract.Metric):
+    """The value as the writers print it (`_fmt`: 4 significant digits, thousands separators), or as the metric
+    asks for other digits."""
+    return m.formatted() if m.digits != 4 and isinstance(m.value, float) else m.value
+
+
 def blocks_html(blocks) -> str:
-    """HTML of an analysis view (inspector.analysis blocks): metrics, tables, SVG charts, tokens, notes."""
+    """HTML of an analysis view (inspector.analysis blocks), in order: consecutive metrics as one two-column
+    table, consecutive charts side by side, headings, tables, coloured tokens, notes."""
     parts: list[str] = []
-    metrics = [b for b in blocks if isinstance(b, _contract.Metric)]
-    if metrics:
-        parts.append(_kv([[m.label, m.formatted()] for m in metrics]))
-    charts = []
-    for b in blocks:
-        if isinstance(b, _contract.Chart):
-            charts.append(svg.chart_svg(b))
-            continue
+    metrics: list = []
+    charts: list[str] = []
+
+    def flush() -> None:
+        if metrics:
+            parts.append(_kv([[m.label, _metric_value(m)] for m in metrics]))
+            metrics.clear()
         if charts:
             parts.append(_charts(*charts))
-            charts = []
-        if isinstance(b, _contract.Note):
-            parts.append(f'<p class="note">{_h(b.text)}</p>')
+            charts.clear()
+
+    for b in blocks:
+        if isinstance(b, _contract.Metric):
+            if charts:
+                flush()
+            metrics.append(b)
+            continue
+        if isinstance(b, _contract.Chart):
+            if metrics:
+                flush()
+            charts.append(svg.chart_svg(b))
+            continue
+        flush()
+        if isinstance(b, _contract.Heading):
+            parts.append(f"<h3>{_h(b.text)}</h3>")
+        elif isinstance(b, _contract.Note):
+            cls = "unavailable" if b.level == "warning" else "note"
+            parts.append(f'<p class="{cls}">{_h(b.text)}</p>')
         elif isinstance(b, _contract.Table):
-            parts.append(f"<h3>{_h(b.title)}</h3>" + _table(list(b.columns), [list(r) for r in b.rows])
-                         + (f'<p class="note">{_h(b.note)}</p>' if b.note else ""))
+            parts.append(_table_html(b))
         elif isinstance(b, _contract.ColouredTokens):
-            vals = [v for v in b.values if v is not None]
-            vmax = max((abs(v) for v in vals), default=0.0) or 1.0
-            scale = "diverging" if b.signed else "viridis"
-            colors = ["#eee" if v is None else svg.color_at((v / vmax + 1) / 2 if b.signed else v / vmax, scale)
-                      for v in b.values]
-            titles = [f"#{i} {b.value_name} = {'–' if v is None else _fmt(v)}" for i, v in enumerate(b.values)]
-            parts.append(_tokens_html(list(b.tokens), list(b.special) or None, colors, titles))
-    if charts:
-        parts.append(_charts(*charts))
+            parts.append(_coloured_tokens_html(b))
+    flush()
     return "".join(parts)
 
 
@@ -672,9 +715,9 @@ def _section_html(report: _r.Report, name: str, sec: _r.Section) -> str:
     if not sec.available:
         return head + _unavail_html(sec) + "</section>"
     render = _HTML_SECTIONS.get(name)
-    if render is None and name in _r._CONTRACT:
-        def render(report, sec, _a=_r._CONTRACT[name]):
-            return blocks_html(_a.view(sec.result))
+    if name in _r._CONTRACT:  # written on the contract: its declared view
+        def render(report, sec):
+            return blocks_html(_r.contract_view(name, sec))
     try:
         body = render(report, sec) if render else _generic_html(sec.result)
     except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:

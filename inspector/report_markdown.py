@@ -222,7 +222,7 @@ def to_markdown(report: _r.Report) -> str:
     out += [_md_fence(excerpt), ""]
 
     loss_sec = report.sections.get("loss")
-    if loss_sec is not None:
+    if loss_sec is not None and "loss" not in _r._CONTRACT:  # else: its declared view, below
         out += ["## Loss and perplexity", ""]
         ppl = _perplexity(report)
         if ppl is not None:
@@ -242,7 +242,7 @@ def to_markdown(report: _r.Report) -> str:
             out += [f"_{_md_cell(str(loss_sec))}_", ""]
 
     att_sec = report.sections.get("attention")
-    if att_sec is not None:
+    if att_sec is not None and "attention" not in _r._CONTRACT:  # else: its declared view, below
         out += ["## Attention logits per layer", ""]
         att = att_sec.get("logits") if att_sec.available else None
         if att is not None:
@@ -258,7 +258,7 @@ def to_markdown(report: _r.Report) -> str:
             out += [f"_{_md_cell(str(att_sec if not att_sec.available else att_sec.results.get('logits')))}_", ""]
 
     ln_sec = report.sections.get("layernorm")
-    if ln_sec is not None:
+    if ln_sec is not None and "layernorm" not in _r._CONTRACT:  # else: its declared view, below
         out += ["## LayerNorm summary", ""]
         ln = ln_sec.get("params") if ln_sec.available else None
         if ln is not None:
@@ -278,7 +278,7 @@ def to_markdown(report: _r.Report) -> str:
             out += [f"_{_md_cell(str(ln_sec))}_", ""]
 
     f_sec = report.sections.get("foundations")
-    if f_sec is not None:
+    if f_sec is not None and "foundations" not in _r._CONTRACT:  # else: its declared view, below
         out += ["## Claims", ""]
         rows = _claims_rows(f_sec.get("claims")) if f_sec.available else []
         if rows:
@@ -309,8 +309,7 @@ def to_markdown(report: _r.Report) -> str:
 
     for name, sec in report.sections.items():
         if name in _r._CONTRACT and sec.available:
-            view = _r._CONTRACT[name].view(sec.result)
-            out += [f"## {_md_cell(_r.SECTION_TITLES.get(name, name))}", "", blocks_markdown(view)]
+            out += [f"## {_md_cell(_r.SECTION_TITLES.get(name, name))}", "", blocks_markdown(_r.contract_view(name, sec))]
 
     missing = [(n, s) for n, s in report.sections.items() if not s.available]
     if missing:
@@ -373,21 +372,47 @@ def _compare_rows(c) -> list[list]:
 
 
 def blocks_markdown(blocks) -> str:
-    """Markdown of an analysis view: metrics and tables (charts are named; their numbers are in the JSON)."""
+    """Markdown of an analysis view, in order: consecutive metrics as one table, headings, tables, notes
+    (charts are named; their numbers are in the JSON)."""
     out: list[str] = []
-    metrics = [b for b in blocks if isinstance(b, _contract.Metric)]
-    if metrics:
-        out += [_md_table(["quantity", "value"], [[m.label, m.formatted()] for m in metrics]), ""]
+    metrics: list = []
+
+    def flush() -> None:
+        if metrics:
+            out.extend([_md_table(["quantity", "value"], [[m.label, m.formatted() if m.digits != 4 else m.value]
+                                                          for m in metrics]), ""])
+            metrics.clear()
+
     for b in blocks:
-        if isinstance(b, _contract.Table):
-            out += [f"### {_md_cell(b.title)}", "", _md_table(list(b.columns), [list(r) for r in b.rows]), ""]
+        if isinstance(b, _contract.Metric):
+            metrics.append(b)
+            continue
+        flush()
+        if isinstance(b, _contract.Heading):
+            out += [f"### {_md_cell(b.text)}", ""]
+        elif isinstance(b, _contract.Table):
+            if b.title:
+                out += [f"### {_md_cell(b.title)}", ""]
+            out += [_md_table(list(b.columns), [list(r) for r in b.rows]), ""]
             if b.note:
                 out += [_md_cell(b.note), ""]
         elif isinstance(b, _contract.Note):
-            out += [_md_cell(b.text), ""]
+            out += [("_" + _md_cell(b.text) + "_") if b.level == "warning" else _md_cell(b.text), ""]
         elif isinstance(b, _contract.Chart):
             out += [f"Chart in the HTML report: {_md_cell(b.title)}.", ""]
+    flush()
     return "\n".join(out)
+
+
+def _first_metrics(blocks) -> list:
+    """The view's first group of consecutive metrics (its headline figures)."""
+    out: list = []
+    for b in blocks:
+        if isinstance(b, _contract.Metric):
+            out.append(b)
+        elif out:
+            break
+    return out
 
 
 def blocks_text(report: _r.Report) -> list[str]:
@@ -395,7 +420,7 @@ def blocks_text(report: _r.Report) -> list[str]:
     lines = []
     for name, sec in report.sections.items():
         if name in _r._CONTRACT and sec.available:
-            metrics = [b for b in _r._CONTRACT[name].view(sec.result) if isinstance(b, _contract.Metric)]
+            metrics = _first_metrics(_r.contract_view(name, sec))
             lines.append(f"{_r.SECTION_TITLES.get(name, name)}: " + "; ".join(f"{m.label} {m.formatted()}" for m in metrics))
     return lines
 

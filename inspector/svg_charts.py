@@ -467,6 +467,7 @@ def line_chart(series: dict[str, tuple[Sequence[float], Sequence[float]]], *, ti
 
 def chart_svg(chart) -> str:
     """SVG of a declared `inspector.analysis.Chart` (the app draws the same chart with Plotly)."""
+    width = chart.width or 560
     if chart.kind == "heatmap":
         if not chart.z:
             return _empty(560, 280, chart.title)
@@ -474,8 +475,14 @@ def chart_svg(chart) -> str:
                        col_labels=list(chart.col_labels) or None, title=chart.title, x_label=chart.x_title,
                        y_label=chart.y_title, vmin=chart.zmin, vmax=chart.zmax, colorbar_label=chart.colorbar_title,
                        scale="diverging" if chart.signed else "viridis")
+    if chart.kind == "histogram":
+        name, edges, counts = chart.series[0] if chart.series else ("", (0.0, 1.0), ())
+        return histogram(counts, edges, log_y=chart.log_y, title=chart.title, x_label=chart.x_title,
+                         y_label=chart.y_title or "count", width=width, markers=dict(chart.markers) or None)
     if chart.kind == "bar":
         name, xs, ys = chart.series[0] if chart.series else ("", (), ())
-        return bar_chart([str(x) for x in xs], ys, title=chart.title, x_label=chart.x_title, y_label=chart.y_title)
+        return bar_chart([str(x) for x in xs], ys, title=chart.title, x_label=chart.x_title, y_label=chart.y_title,
+                         width=width, reference=chart.reference, reference_label=chart.reference_label)
     return line_chart({name: (xs, ys) for name, xs, ys in chart.series}, title=chart.title, x_label=chart.x_title,
-                      y_label=chart.y_title, log_y=chart.log_y)
+                      y_label=chart.y_title, log_y=chart.log_y, width=width, markers=chart.points,
+                      reference=chart.reference, reference_label=chart.reference_label)

@@ -56,26 +56,42 @@ def run_registered(name: str, lm: LoadedModel, text: str, text_pair: str | None,
                        spinner=f"Running {contract.get(name).title}…")
 
 
-def render_blocks(blocks, *, key_prefix: str) -> None:
-    metrics = [b for b in blocks if isinstance(b, contract.Metric)]
-    if metrics:
-        for col, m in zip(st.columns(len(metrics)), metrics):
+def _metric_row(metrics: list) -> None:
+    for i in range(0, len(metrics), 5):  # at most five to a row: labels stay readable
+        row = metrics[i:i + 5]
+        for col, m in zip(st.columns(len(row)), row):
             value = md_literal(m.value) if isinstance(m.value, str) else m.formatted()  # a token, a name: literal
-            col.metric(m.label, value, help=md_literal(m.help) if m.help else None)
+            col.metric(md_literal(m.label), value, help=md_literal(m.help) if m.help else None)
+
+
+def render_blocks(blocks, *, key_prefix: str) -> None:
+    """Draw a declared view in order; consecutive metrics share a row (as they share a table in reports)."""
     n_chart = n_table = 0
-    for b in blocks:
-        if isinstance(b, contract.Note):
+    metrics: list = []
+    for b in list(blocks) + [None]:
+        if isinstance(b, contract.Metric):
+            metrics.append(b)
+            continue
+        if metrics:
+            _metric_row(metrics)
+            metrics = []
+        if isinstance(b, contract.Heading):
+            st.subheader(md_literal(b.text))
+        elif isinstance(b, contract.Note):
             {"info": st.info, "warning": st.warning}.get(b.level, st.caption)(md_literal(b.text))
         elif isinstance(b, contract.Chart):
             _common.chart("chart_figure", b, st_key=f"{key_prefix}_chart{n_chart}")
             n_chart += 1
         elif isinstance(b, contract.Table):
-            st.markdown(f"**{md_literal(b.title)}**")
+            if b.title:
+                st.markdown(f"**{md_literal(b.title)}**")
             st.dataframe([dict(zip(b.columns, row)) for row in b.rows], hide_index=True,
                          key=f"{key_prefix}_table{n_table}")
             if b.note:
                 st.caption(md_literal(b.note))
             n_table += 1
         elif isinstance(b, contract.ColouredTokens):
+            if b.caption:
+                st.caption(md_literal(b.caption))
             st.html(plots.colored_tokens_html(list(b.tokens), list(b.values), signed=b.signed,
                                               value_name=b.value_name, skip=list(b.special) or None))

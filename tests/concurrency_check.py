@@ -77,6 +77,9 @@ def _main_state(drv) -> tuple[bool, str]:
     busy = script_running(drv)
     busy = busy or [e for e in drv.find_elements(By.CSS_SELECTOR, '[data-testid="stStatusWidget"]') if e.is_displayed()]
     busy = busy or drv.find_elements(By.CSS_SELECTOR, '[data-testid="stSpinner"]')
+    # an element whose frontend component (a lazily loaded JS chunk, e.g. the button) has not arrived yet is
+    # drawn as a skeleton: under load the chunk can take seconds, and the page text then lacks its label
+    busy = busy or drv.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] [data-testid="stSkeleton"]')
     main = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"]')
     titles = drv.find_elements(By.CSS_SELECTOR, '[data-testid="stMain"] h1')
     return bool(busy), (titles[0].text.strip() if titles else ""), (main[0].text if main else "")
