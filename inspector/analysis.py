@@ -195,6 +195,7 @@ class Analysis:
     name: ClassVar[str] = ""
     title: ClassVar[str] = ""
     description: ClassVar[str] = ""
+    own_page: ClassVar[str] = ""  # the app page that draws it (else the "Layer by layer" page lists it)
     report_parts: ClassVar[bool] = False  # the result's fields are the report section's parts
     result_type: ClassVar[type | None] = None  # the result dataclass, when report_parts
 

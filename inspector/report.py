@@ -249,7 +249,7 @@ def _settings(settings: dict | None) -> dict:
                              f"Known settings: {', '.join(sorted(DEFAULT_SETTINGS))}.")
         merged[key] = value
     for name, a in _CONTRACT.items():  # a registered analysis checks its own settings' ranges now
-        a.settings_from({f.name: merged[f"{name}_{f.name}"] for f in dataclasses.fields(a.Settings)})
+        a.settings_from({f.name: merged[_contract.settings_key(a, f)] for f in dataclasses.fields(a.Settings)})
     try:  # what is stored must survive JSON unchanged (tuples become lists here, not later)
         return json.loads(json.dumps(merged))
     except (TypeError, ValueError) as exc:

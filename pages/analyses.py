@@ -6,7 +6,7 @@ from pages import _common, _render, _second_text
 
 ctx = _common.page_context()
 lm = ctx.lm
-registered = contract.registry()
+registered = {n: a for n, a in contract.registry().items() if not a.own_page}  # the others have a page
 _common.page_header("Layer by layer", "Analyses that follow the text through the model's layers.")
 
 names = list(registered)
