@@ -34,10 +34,16 @@ if TYPE_CHECKING:  # pragma: no cover
     from .inputs import Encoded
     from .models import LoadedModel
 
-# One line per analysis written on the contract: "module:Class".
+# One line per analysis written on the contract: "name=module:Class" (name = its report section).
 REGISTERED: tuple[str, ...] = (
-    "inspector.analyses.logit_lens:LogitLens",
-    "inspector.analyses.decoder_signals:DecoderSignalsAnalysis",
+    "logit_lens=inspector.analyses.logit_lens:LogitLens",
+    "decoder_signals=inspector.analyses.decoder_signals:DecoderSignalsAnalysis",
+    "attention=inspector.analyses.attention:AttentionAnalysis",
+    "attribution=inspector.analyses.attribution:AttributionAnalysis",
+    "embeddings=inspector.analyses.embeddings:EmbeddingsAnalysis",
+    "layernorm=inspector.analyses.layernorm:LayerNormAnalysis",
+    "foundations=inspector.analyses.foundations:FoundationsAnalysis",
+    "loss=inspector.analyses.loss_view:LossAnalysis",
 )
 
 
@@ -252,13 +258,47 @@ def settings_fields(analysis: Analysis) -> list[dataclasses.Field]:
     return list(dataclasses.fields(analysis.Settings))
 
 
-def registry() -> dict[str, Analysis]:
-    """name -> instance of every registered analysis, in registration order."""
-    out: dict[str, Analysis] = {}
+def _entries() -> list[tuple[str, str, str]]:
+    out = []
     for entry in REGISTERED:
-        module, _, cls = entry.partition(":")
-        analysis = getattr(importlib.import_module(module), cls)()
-        out[analysis.name] = analysis
+        name, _, target = entry.partition("=")
+        module, _, cls = target.partition(":")
+        out.append((name.strip(), module.strip(), cls.strip()))
+    return out
+
+
+def registry() -> dict[str, Analysis]:
+    """name -> instance of every registered analysis this installation has, in registration order.
+
+    An analysis whose own module is not installed is left out (`missing()` names it, and a report shows its
+    section as unavailable); a module that is there but fails to import (a missing dependency) raises."""
+    out: dict[str, Analysis] = {}
+    for name, module, cls in _entries():
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+            continue
+        analysis = getattr(mod, cls)()
+        if analysis.name != name:
+            raise ValueError(f"REGISTERED says {name!r} for {module}:{cls}, whose name is {analysis.name!r}")
+        out[name] = analysis
+    return out
+
+
+def missing() -> dict[str, str]:
+    """name -> module of the registered analyses whose module this installation lacks."""
+    import importlib.util
+
+    out = {}
+    for name, module, _ in _entries():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):  # a parent package missing, or sys.modules[module] = None
+            found = False
+        if not found:
+            out[name] = module
     return out
 
 

@@ -14,16 +14,23 @@ How it works (and why it is thread-safe on one shared model):
   chunk-sized tensors alive (the shifted logits and their exponentials): entropy, largest
   probability, mean and variance all come from per-row sums (see `_Collector._row_reductions`).
 
-One concern that reads better whole (about 690 lines): the attention function, the per-row reductions
+- With `norms=True` the same block also attaches a reducing forward hook to every norm layer
+  (LayerNorm and RMSNorm alike, `find_norm_layers`), under `lm.lock`, removed in `finally`. A hook
+  records only when its own collector is the one active in the calling context (the same
+  `ContextVar` rule), so another session's forward through the shared model is never mixed in.
+
+One concern that reads better whole (about 820 lines): the attention function, the per-row reductions
 and their exact float64 merge share one set of numerics and one mask convention; split, each part
-would need the others' internals.
+would need the others' internals. The norm-layer hooks (about 100 lines) share the block, the token
+mask and the context rule.
 """
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import math
 import threading
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterator
 
@@ -37,6 +44,8 @@ ATTENTION_NAME = "inspector_sdpa"
 
 _active_collector: contextvars.ContextVar["_Collector | None"] = contextvars.ContextVar(
     "inspector_active_collector", default=None)
+_active_norms: contextvars.ContextVar["_NormCollector | None"] = contextvars.ContextVar(
+    "inspector_active_norms", default=None)
 _install_lock = threading.Lock()
 _registered = False
 
@@ -203,6 +212,9 @@ class CaptureOptions:
     # > 0: also count query rows per layer × head in this many equal bins on [0, 1] of entropy / log(n_keys)
     # and of the largest probability (read with `moments(collector)`; the torch path, not the fused kernel).
     row_histogram_bins: int = 0
+    # Also reduce each norm layer's input and output (CaptureResult.norms): forward hooks on the norm layers,
+    # attached for the block only, under lm.lock.
+    norms: bool = False
 
 
 @dataclass
@@ -217,6 +229,117 @@ class CaptureResult:
     nsp_logits: torch.Tensor | None = None  # (B, 2) when the model has an NSP head
     hidden_states: tuple[torch.Tensor, ...] | None = None  # n_layers + 1 of (B, T, D)
     embeddings: dict[str, torch.Tensor] | None = None  # token / position / segment, (B, T, D)
+    # module path -> what that norm layer did (registration order; layers the forward never reached are absent)
+    norms: dict[str, NormStats] | None = None
+
+
+# --------------------------------------------------------------------------- norm layers
+
+
+def is_norm_layer(module: torch.nn.Module) -> bool:
+    """A normalisation layer with a learned gain: LayerNorm and every RMSNorm-style class."""
+    if "Norm" not in type(module).__name__:
+        return False
+    weight = module._parameters.get("weight") if hasattr(module, "_parameters") else None
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 1:
+        return False
+    return isinstance(module, torch.nn.LayerNorm) or hasattr(module, "eps") or hasattr(module, "variance_epsilon")
+
+
+def find_norm_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """(module path, module) of every norm layer, in registration order (not execution order)."""
+    return [(name, m) for name, m in model.named_modules() if name and is_norm_layer(m)]
+
+
+@dataclass
+class NormStats:
+    """What one norm layer did to the activations of one forward pass, over real tokens only (N of them).
+
+    Element figures are over all (token, feature) values, population std; per-token arrays have shape (N,)."""
+
+    n: int  # real tokens seen
+    input_mean: float
+    input_std: float
+    output_mean: float
+    output_std: float
+    input_token_mean: np.ndarray  # (N,) mean over features of each token's input (what LayerNorm subtracts)
+    input_token_std: np.ndarray  # (N,) std over features (what LayerNorm divides by)
+    input_token_rms: np.ndarray  # (N,) root mean square (what RMSNorm divides by)
+    output_token_std: np.ndarray  # (N,) std over features of each token's output
+
+
+class _NormCollector:
+    """Per norm layer statistics of the forwards run in the context that made it (the last call wins)."""
+
+    def __init__(self, token_mask: torch.Tensor | None):
+        self.token_mask = token_mask  # (B, T) bool, True = real token
+        self.data: dict[str, NormStats] = {}  # filled in execution order
+        self.layers: list[str] = []  # every hooked layer, registration order
+
+    @torch.no_grad()
+    def observe(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        x2 = x.detach().float().reshape(-1, x.shape[-1])  # (B·T, d)
+        y2 = y.detach().float().reshape(-1, y.shape[-1])
+        m = self.token_mask
+        if m is not None and m.numel() == x2.shape[0]:
+            keep = m.reshape(-1).to(x2.device)
+            x2, y2 = x2[keep], y2[keep]  # (N, d)
+        self.data[name] = NormStats(
+            n=x2.shape[0],
+            input_mean=x2.mean().item(), input_std=x2.std(correction=0).item(),
+            output_mean=y2.mean().item(), output_std=y2.std(correction=0).item(),
+            input_token_mean=x2.mean(dim=-1).double().cpu().numpy(),
+            input_token_std=x2.std(dim=-1, correction=0).double().cpu().numpy(),
+            input_token_rms=x2.pow(2).mean(dim=-1).sqrt().double().cpu().numpy(),
+            output_token_std=y2.std(dim=-1, correction=0).double().cpu().numpy(),
+        )
+
+
+def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    for a in list(args) + list(kwargs.values()):
+        if isinstance(a, torch.Tensor):
+            return a
+    return None
+
+
+@contextmanager
+def _norm_hooks(lm: LoadedModel, norms: _NormCollector) -> Iterator[_NormCollector]:
+    """A reducing forward hook on every norm layer of `lm`, `norms` active in this context; both undone on exit.
+
+    A hook records only while `norms` is the collector active in the context running the forward, so a
+    plain forward by another thread (its own context) passes through it untouched. `lm.lock` is held while
+    the hooks exist: other hook users (Captum, corpus scoring) wait rather than see them."""
+    handles = []
+
+    def make(name: str):
+        def hook(mod, args, kwargs, output):
+            if _active_norms.get() is not norms:
+                return  # another session's forward on the shared model: not ours
+            x = _first_tensor(args, kwargs)
+            y = output[0] if isinstance(output, tuple) else output
+            if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+                norms.observe(name, x, y)
+        return hook
+
+    with getattr(lm, "lock", None) or nullcontext():
+        token = _active_norms.set(norms)
+        try:
+            for name, module in find_norm_layers(lm.model):
+                norms.layers.append(name)
+                handles.append(module.register_forward_hook(make(name), with_kwargs=True))
+            yield norms
+        finally:
+            for h in handles:
+                h.remove()
+            _active_norms.reset(token)
+
+
+def norm_stats(collector: "_Collector") -> dict[str, NormStats] | None:
+    """module path -> NormStats of every norm layer `collector` saw, in registration order (None: norms off)."""
+    if collector.norms is None:
+        return None
+    data = collector.norms.data
+    return {name: data[name] for name in collector.norms.layers if name in data}
 
 
 # --------------------------------------------------------------------------- collector
@@ -286,6 +409,7 @@ class _Collector:
         self.softcap: dict[int, float] = {}
         self.d_head: int | None = None
         self.kept: dict[int, KeptAttention] = {}
+        self.norms: _NormCollector | None = _NormCollector(token_mask) if options.norms else None
         self._calls = 0
 
     @torch.no_grad()
@@ -609,30 +733,39 @@ def moments(collector: "_Collector") -> AttentionMoments | None:
 @contextmanager
 def capture(lm: LoadedModel, options: CaptureOptions | None = None,
             attention_mask: torch.Tensor | None = None) -> Iterator[_Collector]:
-    """Collect attention statistics from every forward pass of `lm.model` run inside the block.
+    """Collect attention statistics (and, with `options.norms`, norm-layer statistics in `collector.norms`)
+    from every forward pass of `lm.model` run inside the block.
 
     The collector is visible only to the current thread/context; it is removed on exit, also
-    when the forward raises.
+    when the forward raises, and so are the norm-layer hooks.
     """
     options = options or CaptureOptions()
     install(lm.model)
     token_mask = attention_mask.bool() if attention_mask is not None else None
     collector = _Collector(lm.n_layers, lm.n_heads, options, token_mask)
-    token = _active_collector.set(collector if options.attention_stats or options.keep_probs_layers
-                                  or options.keep_scores_layers else None)
-    try:
-        yield collector
-    finally:
-        _active_collector.reset(token)
+    with ExitStack() as stack:
+        if collector.norms is not None:
+            stack.enter_context(_norm_hooks(lm, collector.norms))
+        token = _active_collector.set(collector if options.attention_stats or options.keep_probs_layers
+                                      or options.keep_scores_layers else None)
+        try:
+            yield collector
+        finally:
+            _active_collector.reset(token)
 
 
 def is_capturing() -> bool:
     return _active_collector.get() is not None
 
 
-def run(lm: LoadedModel, batch: dict[str, torch.Tensor], options: CaptureOptions | None = None) -> CaptureResult:
-    """One instrumented forward pass of `lm` on `batch` (input_ids, attention_mask, token_type_ids)."""
+def run(lm: LoadedModel, batch: dict[str, torch.Tensor], options: CaptureOptions | None = None,
+        **overrides) -> CaptureResult:
+    """One instrumented forward pass of `lm` on `batch` (input_ids, attention_mask, token_type_ids).
+
+    `overrides` replace fields of `options` (e.g. `run(lm, batch, norms=True)`)."""
     options = options or CaptureOptions()
+    if overrides:
+        options = dataclasses.replace(options, **overrides)
     model = lm.model
     batch = {k: v.to(lm.device) for k, v in batch.items() if v is not None}
     attention_mask = batch.get("attention_mask")
@@ -663,6 +796,7 @@ def run(lm: LoadedModel, batch: dict[str, torch.Tensor], options: CaptureOptions
         is not None else None,
         hidden_states=tuple(h.float().cpu() for h in out.hidden_states) if options.hidden_states else None,
         embeddings=embeddings,
+        norms=norm_stats(collector),
     )
     return result
 

@@ -256,30 +256,15 @@ def _settings(settings: dict | None) -> dict:
         raise InputError(f"Report settings must be plain numbers, strings and lists: {exc}.") from None
 
 
-def _layer(index, n_layers: int) -> int | None:
-    if index is None:
-        return None
-    index = int(index)
-    if index < 0:
-        index += n_layers
-    if not 0 <= index < n_layers:
-        raise InputError(f"Layer {index} does not exist.", f"Choose a layer from 0 to {n_layers - 1} (or -1).")
-    return index
-
-
 # --------------------------------------------------------------------------- section runners
 #
-# Each runner returns {part name: result}. A part whose own analysis does not apply raises
-# NotAvailableError inside `_part`, which records it and lets the other parts run.
+# Each runner returns {part name: result}. The sections of analyses are run by their Analysis (inspector.analysis:
+# `run`, its parts made with `part(fn)`); the report itself only adds the overview and the two-model comparison.
 
 
 def _analysis(name: str):
     """Import inspector.analyses.<name>; ModuleNotFoundError (named) when this installation lacks it."""
     return importlib.import_module(f"inspector.analyses.{name}")
-
-
-def _part(results: dict, name: str, fn: Callable[[], Any]) -> None:
-    results[name] = _contract.part(fn)
 
 
 def _run_overview(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
@@ -294,140 +279,7 @@ def _run_overview(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> d
     )}
 
 
-def _run_layernorm(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
-    layernorm = _analysis("layernorm")
-
-    out: dict[str, Any] = {}
-    _part(out, "params", lambda: layernorm.layernorm_stats(lm, bins=int(settings["layernorm_bins"])))
-    _part(out, "activations", lambda: layernorm.layernorm_activations(lm, enc))
-    return out
-
-
-def _run_attention(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
-    attention = _analysis("attention")
-
-    out: dict[str, Any] = {}
-    _part(out, "logits", lambda: attention.attention_logit_report(lm, enc))
-    layer = _layer(settings["attention_pattern_layer"], lm.n_layers)
-    if layer is not None and enc.n_tokens <= int(settings["attention_pattern_max_tokens"]):
-        head = int(settings["attention_pattern_head"])
-        _part(out, "pattern", lambda: attention.attention_pattern(lm, enc, layer, head))
-    what_if = _layer(settings["attention_what_if_layer"], lm.n_layers)
-    if what_if is not None:
-        temps = tuple(settings["attention_temperatures"])
-        _part(out, "what_if", lambda: attention.scaling_what_if(lm, enc, what_if, temps))
-    return out
-
-
-def _run_loss(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
-    loss = _analysis("loss")
-
-    top_k = int(settings["loss_top_k"])
-    out: dict[str, Any] = {}
-    # The main part is not wrapped: an encoder-only model makes the whole section unavailable.
-    if lm.is_causal:
-        out["loss"] = loss.causal_token_loss(lm, enc.text, stride=settings["loss_stride"], top_k=top_k)
-    elif lm.has_mlm_head:
-        out["loss"] = loss.masked_lm_loss(lm, enc.text, seed=int(settings["mlm_seed"]), top_k=top_k)
-        if enc.n_tokens <= int(settings["mlm_pll_max_tokens"]):
-            _part(out, "pll", lambda: loss.pseudo_log_likelihood(lm, enc.text))
-        if enc.text_pair and lm.has_nsp_head:
-            _part(out, "nsp", lambda: loss.next_sentence(lm, enc.text, enc.text_pair))
-    else:
-        raise NotAvailableError(f"Loss needs a language-model head; this model is {lm.kind.label}, "
-                                "so it has no loss or perplexity.")
-    position = settings["gradient_position"]
-    if position is None:
-        if lm.is_causal:
-            position = max(enc.n_tokens - 2, 0)
-        else:
-            content = [i for i in range(enc.n_tokens) if not enc.special[i]]
-            position = content[len(content) // 2] if content else 0
-    _part(out, "gradient", lambda: loss.logit_gradient_check(lm, enc, int(position)))
-    return out
-
-
-def _run_embeddings(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
-    emb = _analysis("embeddings")
-
-    out: dict[str, Any] = {}
-    _part(out, "token_norms", lambda: emb.token_norms(lm))
-    _part(out, "anisotropy", lambda: emb.token_anisotropy(lm))
-    corpus = settings["embeddings_corpus"]
-    if corpus not in ("bundled", "text", None):
-        raise InputError(f"embeddings_corpus is {corpus!r}.", "Choose 'bundled', 'text' or None.")
-    if corpus is not None:
-        def freq():
-            if corpus == "bundled" and not emb.DEFAULT_CORPUS.is_file():
-                raise NotAvailableError(f"The bundled corpus ({emb.DEFAULT_CORPUS.name}) is not installed.")
-            try:
-                if corpus == "bundled":
-                    return emb.norm_frequency_correlation(lm, path=emb.DEFAULT_CORPUS)
-                return emb.norm_frequency_correlation(lm, enc.text)
-            except InputError as exc:  # too few distinct tokens in a short text
-                raise NotAvailableError(exc.message) from None
-        _part(out, "norm_frequency", freq)
-    _part(out, "positions", lambda: emb.position_embeddings(lm))
-    _part(out, "segments", lambda: emb.segment_embeddings(lm))
-    _part(out, "output_embeddings", lambda: emb.output_embeddings(lm))
-    keep = enc.n_tokens <= int(settings["embeddings_cosine_max_tokens"])
-    _part(out, "contextual", lambda: emb.contextual_embeddings(lm, enc, keep_token_cosine=keep))
-    n_nb = int(settings["embeddings_neighbours"])
-    if n_nb > 0:
-        ids = _content_token_ids(enc, n_nb)
-        if ids:
-            _part(out, "neighbours", lambda: emb.nearest_neighbours(lm, ids, k=int(settings["embeddings_k"])))
-    n_clusters = int(settings["embeddings_clusters"] or 0)
-    if n_clusters > 0:
-        source = {"path": emb.DEFAULT_CORPUS} if corpus == "bundled" else {"text": enc.text}
-        _part(out, "clusters", lambda: emb.cluster_tokens(lm, n_clusters, n_tokens=1000, **source))
-    return out
-
-
-def _content_token_ids(enc, n: int) -> list[int]:
-    """Up to `n` distinct ordinary tokens of the text, longest display string first (content words)."""
-    seen, cand = set(), []
-    for i, (tid, tok) in enumerate(zip(enc.input_ids[0].tolist(), enc.tokens)):
-        if enc.special[i] or tid in seen or not tok.strip() or not any(ch.isalnum() for ch in tok):
-            continue
-        seen.add(tid)
-        cand.append((-len(tok.strip()), i, tid))
-    return [tid for _, _, tid in sorted(cand)[:n]]
-
-
-def _run_attribution(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
-    attribution = _analysis("attribution")
-
-    return {"attribution": attribution.attribute(
-        lm, enc.text, text_pair=enc.text_pair, method=settings["attribution_method"],
-        target=settings["attribution_target"], baseline=settings["attribution_baseline"],
-        steps=int(settings["attribution_steps"]), position=settings["attribution_position"],
-        max_tokens=settings["max_tokens"])}
-
-
-def _run_foundations(lm: LoadedModel, enc: Encoded, settings: dict, ctx: dict) -> dict:
-    foundations = _analysis("foundations")
-
-    corpus = settings["foundations_corpus"]
-    if corpus not in ("bundled", "text", None):
-        raise InputError(f"foundations_corpus is {corpus!r}.", "Choose 'bundled' or 'text'.")
-    corpus_text = None
-    if corpus == "bundled":
-        path = _analysis("embeddings").DEFAULT_CORPUS
-        if path.is_file():
-            corpus_text = path.read_text(encoding="utf-8", errors="replace")
-    return {"claims": foundations.claims_on_model(lm, enc.text, corpus_text)}
-
-
-_RUNNERS: dict[str, Callable] = {
-    "overview": _run_overview,
-    "layernorm": _run_layernorm,
-    "attention": _run_attention,
-    "loss": _run_loss,
-    "embeddings": _run_embeddings,
-    "attribution": _run_attribution,
-    "foundations": _run_foundations,
-}
+_RUNNERS: dict[str, Callable] = {"overview": _run_overview}
 # Analyses written on the contract (inspector.analysis): each is a section of its own, its settings
 # are report settings named "<analysis>_<field>", its view is rendered by the generic block writers.
 _CONTRACT = _contract.registry()
@@ -459,8 +311,20 @@ def contract_view(name: str, sec: Section) -> list:
 
 
 _RUNNERS.update({name: _contract_runner(name) for name in _CONTRACT})
-_MODULE_OF = {"layernorm": "layernorm", "attention": "attention", "loss": "loss", "embeddings": "embeddings",
-              "attribution": "attribution", "foundations": "foundations", "compare": "compare"}
+_MODULE_OF = {"compare": "inspector.analyses.compare"}
+_MODULE_OF.update({name: module for name, module, _ in _contract._entries()})
+
+
+def _missing_runner(module: str) -> Callable:
+    def run(lm, enc, settings, ctx) -> dict:
+        raise ModuleNotFoundError(f"No module named '{module}'", name=module)
+    return run
+
+
+# A registered analysis whose module this installation lacks: its section is unavailable, with the reason.
+for _name, _module in _contract.missing().items():
+    _RUNNERS[_name] = _missing_runner(_module)
+    SECTIONS += (_name,) if _name not in SECTIONS else ()
 
 
 def _run_section(name: str, runner: Callable[[], dict], strict: bool) -> Section:
@@ -471,7 +335,7 @@ def _run_section(name: str, runner: Callable[[], dict], strict: bool) -> Section
     except NotAvailableError as exc:
         results, status, reason = {}, "unavailable", exc.message
     except ModuleNotFoundError as exc:
-        module = f"inspector.analyses.{_MODULE_OF.get(name, name)}"
+        module = _MODULE_OF.get(name, f"inspector.analyses.{name}")
         if exc.name != module:
             if strict:
                 raise
@@ -705,7 +569,7 @@ def reports_equal(a: Report, b: Report, *, rtol: float = 0.0, atol: float = 0.0)
 # The writers import this module; it imports them only when called, so either side may be imported first.
 _WRITER_MODULES = {"to_html": "report_html", "blocks_html": "report_html", "_visible": "report_html",
                    "to_markdown": "report_markdown", "summary": "report_markdown", "blocks_markdown": "report_markdown",
-                   "blocks_text": "report_markdown", "_claims_rows": "report_markdown", "_fmt": "report_markdown"}
+                   "blocks_text": "report_markdown", "_fmt": "report_markdown"}
 
 
 def __getattr__(name: str):

@@ -15,7 +15,6 @@ from . import analysis as _contract
 from . import report as _r
 from . import svg_charts as svg
 from .perplexity import label as ppl_label
-from .perplexity import value as ppl_value
 
 if TYPE_CHECKING:  # pragma: no cover
     from .report import Report, Section  # noqa: F401
@@ -30,69 +29,6 @@ def _perplexity(report: _r.Report) -> float | None:
     res = sec.results.get("loss")
     value = getattr(res, "perplexity", None)
     return float(value) if value is not None else None
-
-
-def _attention_rows(att) -> list[dict]:
-    """Per layer: σ(q·k) and friends, averaged over heads (min–max over heads where useful)."""
-    rows = []
-    with np.errstate(all="ignore"):
-        for layer in range(int(att.n_layers)):
-            rows.append({
-                "layer": layer,
-                "std": float(np.nanmean(att.std[layer])),
-                "std_min": float(np.nanmin(att.std[layer])),
-                "std_max": float(np.nanmax(att.std[layer])),
-                "std_scaled": float(np.nanmean(att.std_scaled[layer])),
-                "ratio": float(np.nanmean(att.ratio[layer])),
-                "entropy": float(np.nanmean(att.entropy[layer])),
-                "entropy_fraction": float(np.nanmean(att.entropy_fraction[layer])),
-                "max_prob": float(np.nanmean(att.max_prob[layer])),
-                "max_scaled": float(np.nanmax(att.max_scaled[layer])),
-            })
-    return rows
-
-
-def _claims_rows(claims) -> list[dict]:
-    """Rows of the claims table, whatever its container (dataclass with .claims / .rows, or a list)."""
-    if claims is None:
-        return []
-    items = None
-    for attr in ("claims", "rows", "items"):
-        if hasattr(claims, attr) and isinstance(getattr(claims, attr), (list, tuple)):
-            items = getattr(claims, attr)
-            break
-    if items is None:
-        items = claims if isinstance(claims, (list, tuple)) else [claims]
-    rows = []
-    for item in items:
-        if dataclasses.is_dataclass(item):
-            rows.append({f.name: getattr(item, f.name) for f in dataclasses.fields(item)})
-        elif isinstance(item, dict):
-            rows.append(dict(item))
-    return rows
-
-
-_CLAIM_COLUMNS = ("seed", "key", "id", "claim", "source", "expected", "measured", "threshold", "verdict", "status",
-                  "holds", "detail", "evidence", "note")
-
-
-def _claim_columns(rows: list[dict]) -> list[str]:
-    """Scalar columns of the claims table: known ones first, in a readable order."""
-    scalar = lambda v: v is None or isinstance(v, (str, int, float, bool, np.generic))  # noqa: E731
-    present = [k for k in rows[0] if all(scalar(r.get(k)) for r in rows)] if rows else []
-    ordered = [c for c in _CLAIM_COLUMNS if c in present]
-    return [c for c in ordered + [c for c in present if c not in ordered] if c not in _CLAIM_HIDDEN]
-
-
-# Internal identifiers (article numbers, keys) stay in the JSON; tables say the claim itself.
-_CLAIM_HIDDEN = frozenset({"seed", "key", "id"})
-_COLUMN_NAMES = {"claim": "claim", "measured": "measured on this model", "threshold": "rule for the verdict",
-                 "verdict": "verdict", "note": "note", "source": "source", "expected": "expected"}
-
-
-def column_name(key: str) -> str:
-    """A readable table heading for a result field ('mean_ce_nats' -> 'mean ce nats')."""
-    return _COLUMN_NAMES.get(key, key.replace("_", " "))
 
 
 def _fmt(v, digits: int = 4) -> str:
@@ -114,15 +50,17 @@ def summary(report: _r.Report) -> dict:
         if not sec.available:
             continue
         r = sec.results
+        if name == "attention":  # imported here: a writer works on an installation without that analysis
+            from .analyses.attention_view import per_layer_rows, what_if_rows
         if name == "attention" and dataclasses.is_dataclass(r.get("logits")):
-            out["attention_per_layer"] = _attention_rows(r["logits"])
+            out["attention_per_layer"] = per_layer_rows(r["logits"])
         if name == "attention" and dataclasses.is_dataclass(r.get("what_if")):
             wi = r["what_if"]
             out["attention_what_if"] = {
                 "layer": wi.layer,
                 "rows": [{"softmax_input": label, "logit_std": float(np.nanmean(a)), "entropy": float(np.nanmean(b)),
                           "entropy_fraction": float(np.nanmean(c)), "max_prob": float(np.nanmean(d))}
-                         for label, a, b, c, d in _what_if_rows(wi)]}
+                         for label, a, b, c, d in what_if_rows(wi)]}
         if name == "layernorm" and dataclasses.is_dataclass(r.get("params")):
             out["layernorm_table"] = r["params"].table()
         if name == "loss" and hasattr(r.get("loss"), "mean_ce_nats"):
@@ -137,22 +75,12 @@ def summary(report: _r.Report) -> dict:
         if name == "attribution" and dataclasses.is_dataclass(r.get("attribution")):
             out["attribution_relative_delta"] = r["attribution"].relative_delta
         if name == "foundations":
-            out["claims"] = _claims_rows(r.get("claims"))
+            from .analyses.foundations import claim_rows
+
+            out["claims"] = claim_rows(r.get("claims"))
         if name == "compare" and hasattr(r.get("comparison"), "divergence_unavailable_reason"):
             out["comparison"] = [{"quantity": q, "a": va, "b": vb} for q, va, vb in _compare_rows(r["comparison"])]
     return out
-
-
-def _what_if_rows(wi):
-    """(label, logit σ, entropy, entropy fraction, max prob) per softmax input, each an (H,) array."""
-    rows = [(f"model (× {_fmt(wi.model_scaling)})", wi.logit_std_model, wi.entropy_model, wi.entropy_fraction_model,
-             wi.max_prob_model),
-            ("no scaling (× 1)", wi.logit_std_unscaled, wi.entropy_unscaled, wi.entropy_fraction_unscaled,
-             wi.max_prob_unscaled)]
-    for k, t in enumerate(wi.temperatures):
-        rows.append((f"temperature {_fmt(float(t))}", wi.logit_std[k], wi.entropy[k], wi.entropy_fraction[k],
-                     wi.max_prob[k]))
-    return rows
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -220,72 +148,6 @@ def to_markdown(report: _r.Report) -> str:
                 + (" (cut to the model's context)." if o.truncated else "."), ""]
     excerpt = report.text if len(report.text) <= 600 else report.text[:600] + " …"
     out += [_md_fence(excerpt), ""]
-
-    loss_sec = report.sections.get("loss")
-    if loss_sec is not None and "loss" not in _r._CONTRACT:  # else: its declared view, below
-        out += ["## Loss and perplexity", ""]
-        ppl = _perplexity(report)
-        if ppl is not None:
-            res = loss_sec.results["loss"]
-            if hasattr(res, "mean_ce_nats"):
-                rows = [[ppl_label(res), ppl_value(ppl)], ["mean loss (nats/token)", f"{res.mean_ce_nats:.6g}"],
-                        ["bits per token", f"{res.mean_ce_bits:.6g}"], ["scored tokens", res.n_scored]]
-            else:
-                rows = [[ppl_label(res), ppl_value(ppl)], ["MLM loss (nats)", f"{res.loss:.6g}"],
-                        ["accuracy on masked positions", f"{res.accuracy:.4g}"],
-                        ["masked positions", f"{res.n_chosen} of {res.n_candidates} (seed {res.seed})"]]
-                pll = loss_sec.get("pll")
-                if pll is not None:
-                    rows.append([ppl_label(pll), ppl_value(pll.pseudo_perplexity)])
-            out += [_md_table(["quantity", "value"], rows), ""]
-        else:
-            out += [f"_{_md_cell(str(loss_sec))}_", ""]
-
-    att_sec = report.sections.get("attention")
-    if att_sec is not None and "attention" not in _r._CONTRACT:  # else: its declared view, below
-        out += ["## Attention logits per layer", ""]
-        att = att_sec.get("logits") if att_sec.available else None
-        if att is not None:
-            out += [f"σ of q·k over attended pairs, mean over {att.n_heads} heads; d_head = {att.d_head}, "
-                    f"√d_head = {att.sqrt_d_head:.4g}. Scaled = what the softmax sees (× {att.scaling[0]:.4g}).", ""]
-            rows = [[r["layer"], _fmt(r["std"]), f"{_fmt(r['std_min'])}–{_fmt(r['std_max'])}", _fmt(r["std_scaled"]),
-                     _fmt(r["ratio"]), _fmt(r["entropy"]), _fmt(r["entropy_fraction"]), _fmt(r["max_prob"])]
-                    for r in _attention_rows(att)]
-            out += [_md_table(["layer", "σ(q·k)", "σ range over heads", "σ scaled", "σ/√d_head",
-                               "entropy (nats)",
-                               "entropy / log n", "mean max prob"], rows), ""]
-        else:
-            out += [f"_{_md_cell(str(att_sec if not att_sec.available else att_sec.results.get('logits')))}_", ""]
-
-    ln_sec = report.sections.get("layernorm")
-    if ln_sec is not None and "layernorm" not in _r._CONTRACT:  # else: its declared view, below
-        out += ["## LayerNorm summary", ""]
-        ln = ln_sec.get("params") if ln_sec.available else None
-        if ln is not None:
-            lo, hi = ln.gamma_band
-            rows = []
-            for r in ln.table():
-                rows.append([r["name"], r["role"], r["size"], _fmt(r["gamma_mean"]), _fmt(r["gamma_std"]),
-                             _fmt(r["gamma_median"]), _fmt(r["gamma_frac_in_band"], 3), _fmt(r["beta_mean"]),
-                             _fmt(r["beta_std"]), _fmt(r["beta_frac_near_zero"], 3)])
-            pg, pb = ln.pooled_gamma, ln.pooled_beta
-            rows.append(["**all layers**", "", pg.n, _fmt(pg.mean), _fmt(pg.std), _fmt(float(pg.quantiles[3])),
-                         _fmt(pg.frac_in_band, 3), _fmt(pb.mean if pb else None), _fmt(pb.std if pb else None),
-                         _fmt(pb.frac_near_zero if pb else None, 3)])
-            out += [_md_table(["layer", "role", "d", "γ mean", "γ std", "γ median", f"γ in [{lo:g}, {hi:g}]",
-                               "β mean", "β std", f"|β| < {ln.beta_tol:g}"], rows), ""]
-        else:
-            out += [f"_{_md_cell(str(ln_sec))}_", ""]
-
-    f_sec = report.sections.get("foundations")
-    if f_sec is not None and "foundations" not in _r._CONTRACT:  # else: its declared view, below
-        out += ["## Claims", ""]
-        rows = _claims_rows(f_sec.get("claims")) if f_sec.available else []
-        if rows:
-            cols = _claim_columns(rows)
-            out += [_md_table([column_name(c) for c in cols], [[r.get(c) for c in cols] for r in rows]), ""]
-        else:
-            out += [f"_{_md_cell(str(f_sec))}_", ""]
 
     cmp_sec = report.sections.get("compare")
     if cmp_sec is not None:
@@ -421,6 +283,8 @@ def blocks_text(report: _r.Report) -> list[str]:
     for name, sec in report.sections.items():
         if name in _r._CONTRACT and sec.available:
             metrics = _first_metrics(_r.contract_view(name, sec))
-            lines.append(f"{_r.SECTION_TITLES.get(name, name)}: " + "; ".join(f"{m.label} {m.formatted()}" for m in metrics))
+            if metrics:
+                lines.append(f"{_r.SECTION_TITLES.get(name, name)}: "
+                             + "; ".join(f"{m.label} {m.formatted()}" for m in metrics))
     return lines
 

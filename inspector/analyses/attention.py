@@ -9,6 +9,9 @@ a real model and text, from the statistics `inspector.capture` reduces inside th
 - `attention_pattern`: one layer/head's attention probabilities (T × T) for drawing.
 - `scaling_what_if`: entropy and max-probability one layer would have without the 1/√d scaling,
   or at other softmax temperatures, from the captured unscaled logits.
+
+`AttentionAnalysis` is the report section on the contract (inspector.analysis): its parts are
+"logits", "pattern" and "what_if"; its view is in `attention_view`.
 """
 from __future__ import annotations
 
@@ -21,14 +24,16 @@ import numpy as np
 import torch
 
 from .. import capture
+from ..analysis import Analysis, Unavailable, part, setting
 from ..errors import InputError
 from ..inputs import Encoded, display_token
+from .attention_view import attention_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import LoadedModel
 
 __all__ = [
-    "AttentionReport", "AttentionPattern", "ScalingWhatIf",
+    "AttentionReport", "AttentionPattern", "ScalingWhatIf", "AttentionSection", "AttentionAnalysis",
     "attention_logit_report", "attention_pattern", "scaling_what_if",
 ]
 
@@ -368,3 +373,65 @@ def scaling_what_if(lm: LoadedModel, encoded, layer: int, temperatures=(0.25, 0.
         entropy_fraction=np.stack([p[1] for p in per_t]),
         max_prob=np.stack([p[2] for p in per_t]),
     )
+
+
+# --------------------------------------------------------------------------- the report section
+
+
+@dataclass(frozen=True)
+class AttentionSection:
+    """The attention section's parts (None: not computed, e.g. no pattern for a long text)."""
+
+    logits: AttentionReport | Unavailable | None = None
+    pattern: AttentionPattern | Unavailable | None = None
+    what_if: ScalingWhatIf | Unavailable | None = None
+
+
+def layer_index(index, n_layers: int) -> int | None:
+    """A settings layer as an index: negative counts from the end (-1 = last), None = skip."""
+    if index is None:
+        return None
+    index = int(index)
+    if index < 0:
+        index += n_layers
+    if not 0 <= index < n_layers:
+        raise InputError(f"Layer {index} does not exist.", f"Choose a layer from 0 to {n_layers - 1} (or -1).")
+    return index
+
+
+class AttentionAnalysis(Analysis):
+    name = "attention"
+    title = "Attention logits (QKᵀ)"
+    description = ("σ(QKᵀ) per layer × head against √d_head, what the softmax sees after the 1/√d_head scaling, "
+                   "how peaked it gets, what other scalings would do, and one head's attention pattern.")
+    own_page = "attention"
+    report_parts = True
+    result_type = AttentionSection
+
+    @dataclass(frozen=True)
+    class Settings:
+        pattern_layer: int | None = setting(-1, "Layer whose attention pattern is drawn (negative: from the end; "
+                                                "None: no pattern).")
+        pattern_head: int = setting(0, "Head whose attention pattern is drawn.", min=0)
+        pattern_max_tokens: int = setting(64, "The T × T pattern is kept only for texts up to this many tokens.",
+                                          min=0)
+        what_if_layer: int | None = setting(-1, "Layer of the “no 1/√d scaling / temperature” what-if (negative: "
+                                                "from the end; None: skip).")
+        temperatures: tuple[float, ...] = setting((0.25, 0.5, 1.0, 2.0, 4.0),
+                                                  "Softmax temperatures of the what-if (1 = the model).")
+
+    def run(self, lm: LoadedModel, encoded: Encoded, settings: AttentionAnalysis.Settings) -> AttentionSection:
+        logits = part(lambda: attention_logit_report(lm, encoded))
+        pattern = what_if = None
+        layer = layer_index(settings.pattern_layer, lm.n_layers)
+        if layer is not None and encoded.n_tokens <= int(settings.pattern_max_tokens):
+            head = int(settings.pattern_head)
+            pattern = part(lambda: attention_pattern(lm, encoded, layer, head))
+        what_if_layer = layer_index(settings.what_if_layer, lm.n_layers)
+        if what_if_layer is not None:
+            temps = tuple(settings.temperatures)
+            what_if = part(lambda: scaling_what_if(lm, encoded, what_if_layer, temps))
+        return AttentionSection(logits=logits, pattern=pattern, what_if=what_if)
+
+    def view(self, result: AttentionSection) -> list:
+        return attention_blocks(result)

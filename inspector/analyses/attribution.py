@@ -16,6 +16,9 @@ positions (and segments) are added inside the model, gives the same attributions
 over the word-embedding output. Gradients flow to the input embeddings only (Captum calls
 `torch.autograd.grad` on the inputs): the shared model's parameters, `.grad` and mode are not
 touched.
+
+`AttributionAnalysis` is the report section on the contract (inspector.analysis): one part,
+"attribution"; its view is in `attribution_view`.
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ import numpy as np
 import torch
 
 from .. import families
+from ..analysis import Analysis, Unavailable, setting
 from ..errors import InputError, NotAvailableError, OutOfMemoryError
 from ..inputs import Encoded, display_token, encode
+from .attribution_view import attribution_blocks
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import LoadedModel
@@ -138,9 +143,13 @@ def _resolve_kind(lm: LoadedModel, target: str) -> str:
             return "masked_token"
         raise InputError(f"Target '{target}' needs a causal language model; this model is a {lm.kind.label}.",
                          "Use 'masked_token' (mask one position and explain its prediction).")
-    article = "an" if lm.kind.label[0] in "aeiou" else "a"
-    raise NotAvailableError(f"Attribution needs a language-model head; this model is {article} {lm.kind.label}.",
+    raise NotAvailableError(_no_head_reason(lm),
                             "Load a causal LM (GPT-2) or a BERT checkpoint with its masked-LM head.")
+
+
+def _no_head_reason(lm: LoadedModel) -> str:
+    article = "an" if lm.kind.label[0] in "aeiou" else "a"
+    return f"Attribution needs a language-model head; this model is {article} {lm.kind.label}."
 
 
 def _token_id(lm: LoadedModel, token: int | str) -> int:
@@ -410,3 +419,51 @@ def attribute(lm: LoadedModel, text: str, *, method: str = "integrated_gradients
         model_spec=lm.spec,
         notes=notes,
     )
+
+
+# --------------------------------------------------------------------------- the report section
+
+
+@dataclass(frozen=True)
+class AttributionSection:
+    """The attribution section's one part."""
+
+    attribution: AttributionResult | Unavailable | None = None
+
+
+class AttributionAnalysis(Analysis):
+    name = "attribution"
+    title = "Attribution"
+    description = ("Which input tokens drive one prediction: Integrated Gradients (or gradient × input, saliency) "
+                   "over the input embeddings, with the convergence delta.")
+    own_page = "attribution"
+    report_parts = True
+    result_type = AttributionSection
+
+    @dataclass(frozen=True)
+    class Settings:
+        method: str = setting("integrated_gradients", "Attribution method.", choices=METHODS)
+        target: str = setting("auto", "What is explained (auto: the next token for a causal LM, a masked token "
+                                      "for a masked LM).", choices=TARGETS)
+        baseline: str = setting("pad", "Integrated Gradients baseline: the [PAD] / [MASK] embedding, or zeros.",
+                                choices=BASELINES)
+        steps: int = setting(DEFAULT_STEPS, "Integration steps (Integrated Gradients): more = smaller delta, slower.",
+                             min=2, max=MAX_STEPS)
+        position: int | None = setting(None, "Token whose prediction is explained (None: the last token for a "
+                                             "causal LM, the middle ordinary token for a masked LM).", min=0)
+        max_tokens: int | None = setting(None, "Cut the text to this many tokens (None: the model's context).",
+                                         min=1, key="max_tokens")
+
+    def available(self, lm: LoadedModel) -> tuple[bool, str]:
+        if lm.is_causal or lm.has_mlm_head:
+            return True, ""
+        return False, _no_head_reason(lm)
+
+    def run(self, lm: LoadedModel, encoded: Encoded, settings: AttributionAnalysis.Settings) -> AttributionSection:
+        return AttributionSection(attribution=attribute(
+            lm, encoded.text, text_pair=encoded.text_pair, method=settings.method, target=settings.target,
+            baseline=settings.baseline, steps=int(settings.steps), position=settings.position,
+            max_tokens=settings.max_tokens))
+
+    def view(self, result: AttributionSection) -> list:
+        return attribution_blocks(result)

@@ -31,7 +31,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .. import families
 from ..errors import InputError, NotAvailableError
 from ._common import CHUNK_ELEMENTS, MAX_TOP_K, check_int
 from ..inputs import clean_text, content_ids, display_token, display_tokens
@@ -39,7 +38,8 @@ from ..tokens import same_vocabulary, text_tokens
 from .compare_weights import (DRIFT_COMPONENTS, AttentionComparison, EmbeddingDrift, ParameterDrift,  # noqa: F401
                               attention_sigma, attention_unavailable_reason, drift_unavailable_reason,
                               embedding_drift, embedding_drift_unavailable_reason, parameter_drift)
-from .loss import _window_batches, _windows  # the loss page's windows: each position predicted once
+from .scoring import (Chunks, causal_parts, choose_masking, log_softmax, log_softmax_rows, logit_chunk_rows,
+                      make_chunks, mlm_hidden, mlm_parts, scored_hidden, special_frame, vocab_out, windows)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import LoadedModel
@@ -285,21 +285,6 @@ def _prefix_id(lm: LoadedModel, prepend_bos: bool) -> int | None:
     return None
 
 
-def _special_frame(tok) -> tuple[list[int], list[int]]:
-    """The ids the tokenizer puts before and after one sentence ([CLS] … [SEP] for BERT)."""
-    full = list(tok("a")["input_ids"])
-    bare = list(tok("a", add_special_tokens=False)["input_ids"])
-    for i in range(len(full) - len(bare) + 1):
-        if full[i:i + len(bare)] == bare:
-            return full[:i], full[i + len(bare):]
-    return [], []
-
-
-def _vocab_out(lm: LoadedModel) -> int:
-    head = lm.model.get_output_embeddings()
-    return int(head.weight.shape[0]) if head is not None else int(lm.vocab_size)
-
-
 def _lowercases(tok) -> bool:
     return bool(getattr(tok, "do_lower_case", False))
 
@@ -307,22 +292,9 @@ def _lowercases(tok) -> bool:
 # --------------------------------------------------------------------------- hidden rows per compared position
 
 
-def _body(lm: LoadedModel):
-    body = lm.model.base_model
-    if body is lm.model:  # pragma: no cover - bare encoders are refused before
-        raise NotAvailableError(f"{lm.spec} has no language-model head.")
-    return body
-
-
 def _head(lm: LoadedModel, objective: str):
     """Module mapping final hidden rows (n, D) to vocabulary logits (n, V)."""
-    if objective == "causal":
-        head = families.output_head(lm.model)  # Gemma 2: with its final logit softcap
-    else:
-        head = getattr(getattr(lm.model, "cls", None), "predictions", None)
-    if head is None:
-        raise NotAvailableError(f"{lm.spec} has no {'causal' if objective == 'causal' else 'masked'}-LM head.")
-    return head
+    return (causal_parts(lm) if objective == "causal" else mlm_parts(lm))[1]
 
 
 def _causal_window_settings(*lms) -> tuple[int, int]:
@@ -334,58 +306,20 @@ def _causal_window_settings(*lms) -> tuple[int, int]:
 def _causal_hidden(lm: LoadedModel, full_ids: list[int], window: int, stride: int, batch_size: int) -> torch.Tensor:
     """Final hidden rows (n − 1, D) at positions 0..n−2 of `full_ids`, row t predicting token t + 1.
 
-    Texts longer than `window` are read with a strided sliding window; windows of equal length
-    run together, `batch_size` per forward pass.
+    Texts longer than `window` are read with the loss page's strided sliding window (each position
+    predicted once); windows of equal length run together, `batch_size` per forward pass.
     """
-    body = _body(lm)
-    kwargs = {"use_cache": False} if lm.fam.needs_use_cache_off else {}
     ids = torch.tensor(full_ids, dtype=torch.long)
-    windows = _windows(len(full_ids), window, stride)
-    rows = []
-    for group in _window_batches(windows, batch_size):
-        x = torch.stack([ids[b:e] for b, e, _ in group]).to(lm.device)  # (b, W)
-        h = body(input_ids=x, attention_mask=torch.ones_like(x), **kwargs).last_hidden_state  # (b, W, D)
-        for r, (b, e, first) in enumerate(group):
-            rows.append(h[r, first - 1 - b:e - 1 - b])
-    out = torch.cat(rows)
+    wins = windows(len(full_ids), window, stride)
+    out = torch.cat([rows for _, _, rows in scored_hidden(lm, ids, wins, batch_size)])
     assert out.shape[0] == len(full_ids) - 1
     return out
 
 
-@dataclass
-class _Chunks:
-    """Content tokens split into masked-LM inputs, each wrapped in the tokenizer's special tokens."""
-
-    input_ids: torch.Tensor  # (C, L) right-padded
-    attention_mask: torch.Tensor  # (C, L)
-    row: np.ndarray  # (N,) chunk of each content token
-    col: np.ndarray  # (N,) its column in that chunk
-
-
-def _make_chunks(tok, content: list[int], max_positions: int) -> _Chunks:
-    prefix, suffix = _special_frame(tok)
-    limit = max(1, max_positions - len(prefix) - len(suffix))
-    n = len(content)
-    starts = list(range(0, n, limit))
-    L = len(prefix) + min(limit, n) + len(suffix)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    ids = torch.full((len(starts), L), pad, dtype=torch.long)
-    mask = torch.zeros((len(starts), L), dtype=torch.long)
-    row, col = np.zeros(n, dtype=np.int64), np.zeros(n, dtype=np.int64)
-    for c, s in enumerate(starts):
-        piece = content[s:s + limit]
-        seq = prefix + piece + suffix
-        ids[c, :len(seq)] = torch.tensor(seq)
-        mask[c, :len(seq)] = 1
-        row[s:s + len(piece)] = c
-        col[s:s + len(piece)] = np.arange(len(prefix), len(prefix) + len(piece))
-    return _Chunks(ids, mask, row, col)
-
-
 @torch.inference_mode()
-def _masked_hidden_each(lm: LoadedModel, chunks: _Chunks, positions: np.ndarray, batch_size: int) -> torch.Tensor:
+def _masked_hidden_each(lm: LoadedModel, chunks: Chunks, positions: np.ndarray, batch_size: int) -> torch.Tensor:
     """Hidden rows (N, D): copy i is content token positions[i]'s chunk with that token masked."""
-    body = _body(lm)
+    body, _ = mlm_parts(lm)
     mask_id = lm.tokenizer.mask_token_id
     out = []
     for c0 in range(0, len(positions), batch_size):
@@ -394,49 +328,27 @@ def _masked_hidden_each(lm: LoadedModel, chunks: _Chunks, positions: np.ndarray,
         ids = chunks.input_ids[rows].clone()
         ids[torch.arange(len(pos)), cols] = mask_id
         am = chunks.attention_mask[rows]
-        h = body(input_ids=ids.to(lm.device), attention_mask=am.to(lm.device),
-                 token_type_ids=torch.zeros_like(ids).to(lm.device)).last_hidden_state
+        h = body(ids.to(lm.device), am.to(lm.device), torch.zeros_like(ids).to(lm.device))
         out.append(h[torch.arange(len(pos), device=h.device), cols.to(h.device)])
     return torch.cat(out)
 
 
 @torch.inference_mode()
-def _masked_hidden_at(lm: LoadedModel, chunks: _Chunks, positions: np.ndarray, batch_size: int) -> torch.Tensor:
+def _masked_hidden_at(lm: LoadedModel, chunks: Chunks, positions: np.ndarray, batch_size: int) -> torch.Tensor:
     """Hidden rows (M, D) at content `positions` of the (already corrupted) chunks."""
-    body = _body(lm)
-    rows_t, cols_t = torch.as_tensor(chunks.row[positions]), torch.as_tensor(chunks.col[positions])
     out = torch.zeros((len(positions), lm.d_model), dtype=lm.dtype, device=lm.device)
-    for b0 in range(0, chunks.input_ids.shape[0], batch_size):
-        b1 = min(chunks.input_ids.shape[0], b0 + batch_size)
-        sel = ((rows_t >= b0) & (rows_t < b1)).nonzero()[:, 0]
-        if sel.numel() == 0:
-            continue
-        ids = chunks.input_ids[b0:b1].to(lm.device)
-        h = body(input_ids=ids, attention_mask=chunks.attention_mask[b0:b1].to(lm.device),
-                 token_type_ids=torch.zeros_like(ids)).last_hidden_state
-        out[sel.to(lm.device)] = h[(rows_t[sel] - b0).to(h.device), cols_t[sel].to(h.device)].to(out.dtype)
+    for sel, hidden in mlm_hidden(lm, chunks.input_ids, chunks.attention_mask, chunks.token_type_ids,
+                                  chunks.row[positions], chunks.col[positions], batch_size):
+        out[sel.to(lm.device)] = hidden.to(out.dtype)
     return out
 
 
 def _seeded_corruption(tok, content: list[int], vocab_limit: int, seed: int):
-    """BERT's masking: round(15 % · N) positions (≥ 1); 80 % → mask, 10 % → random token, 10 % kept."""
-    n = len(content)
-    rng = np.random.default_rng(seed)
-    m = min(n, max(1, int(math.floor(MASK_PROB * n + 0.5))))
-    positions = np.sort(rng.choice(n, size=m, replace=False)).astype(np.int64)
-    u = rng.random(m)
-    vocab = np.setdiff1d(np.arange(min(len(tok), vocab_limit)), np.array(tok.all_special_ids, dtype=np.int64))
-    random_ids = vocab[rng.integers(0, len(vocab), size=m)]
-    original = np.asarray(content, dtype=np.int64)[positions]
-    replacement = np.where(u < 0.8, tok.mask_token_id, np.where(u < 0.9, random_ids, original)).astype(np.int64)
+    """BERT's masking (`scoring.choose_masking`, 15 %): (positions, what the models see there, corrupted ids)."""
+    positions, _, _, replacement = choose_masking(tok, content, seed, MASK_PROB, vocab_limit)
     corrupted = np.asarray(content, dtype=np.int64)
     corrupted[positions] = replacement
     return positions, replacement, corrupted.tolist()
-
-
-def _log_probs(head, hidden: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """float64 log_softmax of head(hidden), moved to `device`."""
-    return torch.log_softmax(head(hidden).double(), dim=-1).to(device)
 
 
 def _xlogy_sum(p: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -461,7 +373,7 @@ def tokenizers_match(lm_a, lm_b, text: str) -> tuple[bool, str | None]:
     if ta is not tb:
         if not same_vocabulary(ta, tb):
             return False, f"the vocabularies differ (A: {len(ta):,} tokens, B: {len(tb):,})"
-        if _special_frame(ta) != _special_frame(tb):
+        if special_frame(ta) != special_frame(tb):
             return False, "the special tokens around a text differ"
     ia = ta(text, add_special_tokens=False, verbose=False)["input_ids"]
     ib = tb(text, add_special_tokens=False, verbose=False)["input_ids"]
@@ -490,7 +402,7 @@ def _divergence_reason(lm_a, lm_b, match: tuple[bool, str | None]) -> str | None
     if oa != ob:
         return (f"not comparable: A is a {lm_a.kind.label} and B a {lm_b.kind.label}; next-token and "
                 "masked-token distributions predict different things given different context")
-    va, vb = _vocab_out(lm_a), _vocab_out(lm_b)
+    va, vb = vocab_out(lm_a), vocab_out(lm_b)
     if va != vb:
         return f"not comparable: the output layers have different sizes (A: {va:,}, B: {vb:,})"
     return None
@@ -520,7 +432,7 @@ def token_divergence(lm_a, lm_b, text: str, *, top_k: int = 5, n_disagreements: 
     reason = divergence_unavailable_reason(lm_a, lm_b, text)
     if reason:
         raise NotAvailableError(reason[0].upper() + reason[1:] + ".")
-    top_k = check_int(top_k, 1, min(MAX_TOP_K, _vocab_out(lm_a)), "top_k")
+    top_k = check_int(top_k, 1, min(MAX_TOP_K, vocab_out(lm_a)), "top_k")
     return _divergence(lm_a, lm_b, text, content, offsets, top_k, n_disagreements, masking, seed, prepend_bos,
                        batch_size)
 
@@ -528,7 +440,7 @@ def token_divergence(lm_a, lm_b, text: str, *, top_k: int = 5, n_disagreements: 
 def _divergence(lm_a, lm_b, text, content, offsets, top_k, n_disagreements, masking, seed, prepend_bos,
                 batch_size) -> TokenDivergence:
     """token_divergence after its checks (compare_models has made them already)."""
-    V = _vocab_out(lm_a)
+    V = vocab_out(lm_a)
     tok = lm_a.tokenizer
     objective = _objective(lm_a)
     T = len(content)
@@ -552,7 +464,7 @@ def _divergence(lm_a, lm_b, text, content, offsets, top_k, n_disagreements, mask
     else:
         max_pos = min(lm_a.max_positions or 512, lm_b.max_positions or 512)
         if masking == MASKING_EACH:
-            chunks = _make_chunks(tok, content, max_pos)
+            chunks = make_chunks(tok, content, max_pos)
             positions = np.arange(T, dtype=np.int64)
             h_a = _masked_hidden_each(lm_a, chunks, positions, batch_size)
             h_b = _masked_hidden_each(lm_b, chunks, positions, batch_size)
@@ -561,7 +473,7 @@ def _divergence(lm_a, lm_b, text, content, offsets, top_k, n_disagreements, mask
             seed_out = None
         else:
             positions, input_ids, corrupted = _seeded_corruption(tok, content, V, seed)
-            chunks = _make_chunks(tok, corrupted, max_pos)
+            chunks = make_chunks(tok, corrupted, max_pos)
             h_a = _masked_hidden_at(lm_a, chunks, positions, batch_size)
             h_b = _masked_hidden_at(lm_b, chunks, positions, batch_size)
             label = (f"masked-token distributions at {len(positions)} of {T} tokens chosen by seeded 15 % "
@@ -577,12 +489,12 @@ def _divergence(lm_a, lm_b, text, content, offsets, top_k, n_disagreements, mask
     acc = {k: np.zeros(N, dtype=np.float64) for k in names}
     top = {k: np.zeros((N, top_k), dtype=np.int64 if k.startswith("ids") else np.float64)
            for k in ("ids_a", "p_a", "ids_b", "p_b")}
-    step = max(1, CHUNK_ELEMENTS // max(V, 1))
+    step = logit_chunk_rows(dev, V, CHUNK_ELEMENTS)
     with torch.inference_mode():
         for s0 in range(0, N, step):
             sl = slice(s0, min(N, s0 + step))
-            la = _log_probs(head_a, h_a[sl], dev)  # (n, V) float64
-            lb = _log_probs(head_b, h_b[sl].to(lm_b.device), dev)
+            la = log_softmax(head_a, h_a[sl], torch.float64).to(dev)  # (n, V)
+            lb = log_softmax(head_b, h_b[sl].to(lm_b.device), torch.float64).to(dev)
             pa, pb = la.exp(), lb.exp()
             lmix = torch.logaddexp(la, lb) - LN2  # log ½(P_A + P_B)
             vals = {
@@ -693,18 +605,14 @@ def score_text(lm: LoadedModel, text: str, *, prepend_bos: bool = True, batch_si
         prefix_token = display_token(lm.tokenizer, pid) if pid is not None else None
         name = "next-token"
     else:
-        chunks = _make_chunks(lm.tokenizer, content, lm.max_positions or 512)
+        chunks = make_chunks(lm.tokenizer, content, lm.max_positions or 512)
         hidden = _masked_hidden_each(lm, chunks, np.arange(T), batch_size)
         scored = np.ones(T, dtype=bool)
         prefix_token, name = None, "pseudo-log-likelihood"
     tgt = target[torch.as_tensor(scored)]
-    V = _vocab_out(lm)
-    step = max(1, CHUNK_ELEMENTS // max(V, 1))
     nll = np.zeros(len(tgt), dtype=np.float64)
     with torch.inference_mode():
-        for s0 in range(0, len(tgt), step):
-            sl = slice(s0, min(len(tgt), s0 + step))
-            lp = _log_probs(head, hidden[sl], lm.device)
+        for sl, lp in log_softmax_rows(head, hidden, vocab_out(lm), dtype=torch.float64, elements=CHUNK_ELEMENTS):
             nll[sl] = (-lp.gather(1, tgt[sl].to(lp.device)[:, None])[:, 0]).cpu().numpy()
     return _make_text_score(lm, text, name, prefix_token, content, offsets, nll, scored)
 
@@ -822,7 +730,7 @@ def compare_models(lm_a, lm_b, text: str, *, top_k: int = 5, seed: int = 0, mask
     divergence = None
     div_reason = _divergence_reason(lm_a, lm_b, (same_tok, tok_why))
     if div_reason is None:
-        divergence = _divergence(lm_a, lm_b, text, content, offsets, min(top_k, _vocab_out(lm_a)), n_disagreements,
+        divergence = _divergence(lm_a, lm_b, text, content, offsets, min(top_k, vocab_out(lm_a)), n_disagreements,
                                  masking, seed, prepend_bos, batch_size)
         comparable.append(f"Per-token KL(A‖B), KL(B‖A) and Jensen–Shannon of the {divergence.objective_label}; "
                           f"per-token loss and perplexity of each.")

@@ -5,23 +5,29 @@ that per layer and pooled over the model. Norm layers are found by what they are
 `isinstance(nn.LayerNorm)` (which misses every RMSNorm): a module whose class name contains
 "Norm", with a 1-D `weight` parameter and an `eps` / `variance_epsilon` attribute.
 γ is always the *effective* gain: `1 + weight` for Gemma-style RMSNorms, `weight` otherwise.
+What the norm layers do to a text (`layernorm_activations`) comes from the one capture mechanism,
+`capture.run(lm, batch, norms=True)`. `LayerNormAnalysis` is the report section on the contract:
+its parts "params" and "activations", its view the figures, charts and tables of both.
 """
 from __future__ import annotations
 
 import inspect
 import re
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
+from .. import capture
+from ..analysis import Analysis, Chart, Heading, Metric, Note, Table, Unavailable, part, setting, unavailable_note
+from ..capture import find_norm_layers, is_norm_layer  # noqa: F401 - imported from here by other analyses
 from ..errors import InputError
+from ..svg_charts import fmt_number
 from ._common import QUANTILE_LEVELS, bin_edges, histogram
 
 if TYPE_CHECKING:  # pragma: no cover
+    from ..inputs import Encoded
     from ..models import LoadedModel
 
 GAMMA_BAND = (0.2, 0.4)  # seed 003: "γ mostly 0.2–0.4"
@@ -156,20 +162,10 @@ def _gamma_offset(module: torch.nn.Module) -> float:
     return _offset_cache[cls]
 
 
-def is_norm_layer(module: torch.nn.Module) -> bool:
-    """A normalisation layer with a learned gain: LayerNorm and every RMSNorm-style class."""
-    if "Norm" not in type(module).__name__:
-        return False
-    weight = module._parameters.get("weight") if hasattr(module, "_parameters") else None
-    if not isinstance(weight, torch.Tensor) or weight.dim() != 1:
-        return False
-    return isinstance(module, torch.nn.LayerNorm) or hasattr(module, "eps") or hasattr(module, "variance_epsilon")
-
-
 def _block_index(name: str) -> int | None:
-    for part in name.split("."):
-        if part.isdigit():
-            return int(part)
+    for piece in name.split("."):
+        if piece.isdigit():
+            return int(piece)
     return None
 
 
@@ -187,11 +183,6 @@ def _role(name: str, block: int | None) -> str:
     if block is None and last in ("norm", "final_layernorm", "final_layer_norm", "ln_final"):
         return "final"
     return last
-
-
-def find_norm_layers(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    """(module path, module) of every norm layer, in registration order (not execution order)."""
-    return [(name, m) for name, m in model.named_modules() if name and is_norm_layer(m)]
 
 
 # --------------------------------------------------------------------------- statistics
@@ -278,97 +269,126 @@ def layernorm_stats(lm: LoadedModel, bins: int = DEFAULT_BINS, *, gamma_band: tu
 # --------------------------------------------------------------------------- activation side
 
 
-class _NormSink:
-    """Running per-layer sums, filled only by the thread that attached the hooks."""
-
-    def __init__(self, owner: int, token_mask: torch.Tensor | None):
-        self.owner = owner
-        self.token_mask = token_mask  # (B, T) bool
-        self.data: dict[str, dict] = {}
-
-    @torch.no_grad()
-    def observe(self, name: str, x: torch.Tensor, y: torch.Tensor) -> None:
-        if threading.get_ident() != self.owner:
-            return  # another session's forward on the shared model: not ours, leave it alone
-        x = x.detach().float()
-        y = y.detach().float()
-        x2 = x.reshape(-1, x.shape[-1])  # (N, d)
-        y2 = y.reshape(-1, y.shape[-1])
-        m = self.token_mask
-        if m is not None and m.numel() == x2.shape[0]:
-            keep = m.reshape(-1).to(x2.device)
-            x2, y2 = x2[keep], y2[keep]
-        self.data[name] = {
-            "n": x2.shape[0],
-            "input_mean": x2.mean().item(), "input_std": x2.std(correction=0).item(),
-            "output_mean": y2.mean().item(), "output_std": y2.std(correction=0).item(),
-            "input_token_mean": x2.mean(dim=-1).double().cpu().numpy(),
-            "input_token_std": x2.std(dim=-1, correction=0).double().cpu().numpy(),
-            "input_token_rms": x2.pow(2).mean(dim=-1).sqrt().double().cpu().numpy(),
-            "output_token_std": y2.std(dim=-1, correction=0).double().cpu().numpy(),
-        }
-
-
-def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    for a in list(args) + list(kwargs.values()):
-        if isinstance(a, torch.Tensor):
-            return a
-    return None
-
-
-@contextmanager
-def norm_hooks(lm: LoadedModel, token_mask: torch.Tensor | None = None) -> Iterator[_NormSink]:
-    """Attach a reducing forward hook to every norm layer of `lm`; always removed on exit.
-
-    Holds `lm.lock` while the hooks exist (other hook users wait), and the hooks record only
-    forwards run by this thread, so a plain forward by another session is never mixed in.
-    """
-    sink = _NormSink(threading.get_ident(), token_mask)
-    handles = []
-    with lm.lock:
-        try:
-            for name, module in find_norm_layers(lm.model):
-                def hook(mod, args, kwargs, output, _name=name):
-                    x = _first_tensor(args, kwargs)
-                    y = output[0] if isinstance(output, tuple) else output
-                    if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
-                        sink.observe(_name, x, y)
-                handles.append(module.register_forward_hook(hook, with_kwargs=True))
-            yield sink
-        finally:
-            for h in handles:
-                h.remove()
-
-
 def layernorm_activations(lm: LoadedModel, encoded) -> list[NormActivation]:
     """Mean/std of each norm layer's input and output on one text (an `Encoded` or a string).
 
-    One forward pass with hooks that reduce to statistics in place; layers the forward never
-    reached (e.g. the MLM head of a model without it) are left out. Registration order.
+    One forward pass through `capture.run(..., norms=True)` (hooks that reduce to statistics in
+    place, attached for that pass only); layers the forward never reached (e.g. the MLM head of a
+    model without it) are left out. Registration order.
     """
-    from .. import capture
     from ..inputs import Encoded, encode
 
     if isinstance(encoded, str):
         encoded = encode(lm, encoded)
     if not isinstance(encoded, Encoded):
         raise InputError("layernorm_activations needs a text or an Encoded input.")
-    batch = encoded.batch()
-    mask = batch["attention_mask"].bool()
-    options = capture.CaptureOptions(attention_stats=False, logits=False)
-    with norm_hooks(lm, mask) as sink:
-        capture.run(lm, batch, options)
+    seen = capture.run(lm, encoded.batch(), attention_stats=False, logits=False, norms=True).norms
     out = []
-    for name, _ in find_norm_layers(lm.model):
-        d = sink.data.get(name)
-        if d is None:
-            continue
+    for name, d in seen.items():
         block = _block_index(name)
         out.append(NormActivation(
-            name=name, block=block, role=_role(name, block), n_tokens=int(d["n"]),
-            input_mean=d["input_mean"], input_std=d["input_std"],
-            output_mean=d["output_mean"], output_std=d["output_std"],
-            input_token_mean=d["input_token_mean"], input_token_std=d["input_token_std"],
-            input_token_rms=d["input_token_rms"], output_token_std=d["output_token_std"],
+            name=name, block=block, role=_role(name, block), n_tokens=int(d.n),
+            input_mean=d.input_mean, input_std=d.input_std, output_mean=d.output_mean, output_std=d.output_std,
+            input_token_mean=d.input_token_mean, input_token_std=d.input_token_std,
+            input_token_rms=d.input_token_rms, output_token_std=d.output_token_std,
         ))
     return out
+
+
+# --------------------------------------------------------------------------- the analysis (report section)
+
+
+@dataclass(frozen=True)
+class LayerNormResult:
+    """The report section's two parts (an `Unavailable` where a part does not apply, None where not computed)."""
+
+    params: LayerNormReport | Unavailable | None = None  # γ / β of every norm layer (`layernorm_stats`)
+    activations: list[NormActivation] | Unavailable | None = None  # on the text (`layernorm_activations`)
+
+
+def _short_names(names: list[str]) -> list[str]:
+    """Module paths without the dotted prefix they all share (transformer.h.0.ln_1 -> h.0.ln_1)."""
+    parts = [n.split(".") for n in names]
+    common = 0
+    while parts and all(len(p) > common + 1 and p[common] == parts[0][common] for p in parts):
+        common += 1
+    return [".".join(p[common:]) for p in parts]
+
+
+def _params_blocks(ln: LayerNormReport) -> list:
+    lo, hi = ln.gamma_band
+    pg, pb = ln.pooled_gamma, ln.pooled_beta
+    median = float(pg.quantiles[3])
+    blocks: list = [Note(
+        f"{len(ln.layers)} normalisation layers. Over all of them: γ mean {fmt_number(pg.mean, 4)}, "
+        f"median {fmt_number(median, 4)}; {pg.frac_in_band:.1%} of γ lie in [{lo:g}, {hi:g}]"
+        + (f"; {pb.frac_near_zero:.1%} of β have |β| < {ln.beta_tol:g}" if pb
+           else "; no β (RMSNorm: a gain γ only, no bias)") + ".")]
+    blocks += [Metric("Norm layers", len(ln.layers)), Metric("γ mean (all layers)", pg.mean),
+               Metric("γ median (all layers)", median), Metric(f"Share of γ in [{lo:g}, {hi:g}]", pg.frac_in_band)]
+    if pb is not None:
+        blocks.append(Metric(f"Share of β with |β| < {ln.beta_tol:g}", pb.frac_near_zero))
+    names = tuple(_short_names([layer.name for layer in ln.layers]))
+    blocks.append(Chart("histogram", "γ over all layers", x_title="γ", log_y=True,
+                        series=(("γ", tuple(map(float, pg.hist_edges)), tuple(map(float, pg.hist_counts))),),
+                        markers=(("band lo", lo), ("band hi", hi))))
+    if pb is not None:
+        blocks.append(Chart("histogram", "β over all layers", x_title="β", log_y=True,
+                            series=(("β", tuple(map(float, pb.hist_edges)), tuple(map(float, pb.hist_counts))),),
+                            markers=(("0", 0.0),)))
+    medians = tuple(float(layer.gamma_stats.quantiles[3]) for layer in ln.layers)
+    blocks.append(Chart("bar", "median γ per layer", y_title="γ", series=(("median γ", names, medians),)))
+    blocks.append(Chart("heatmap", "γ histogram per layer (count)", x_title="γ bin (left edge)",
+                        z=tuple(tuple(float(c) for c in layer.gamma_stats.hist_counts) for layer in ln.layers),
+                        row_labels=names, col_labels=tuple(fmt_number(e) for e in pg.hist_edges[:-1])))
+    rows = [(r["name"], r["role"], r["kind"], r["size"], r["gamma_mean"], r["gamma_std"], r["gamma_min"],
+             r["gamma_max"], r["gamma_median"], r["gamma_frac_in_band"], r["beta_mean"], r["beta_std"],
+             r["beta_frac_near_zero"]) for r in ln.table()]
+    rows.append(("all layers", "", "", pg.n, pg.mean, pg.std, pg.min, pg.max, median, pg.frac_in_band,
+                 pb.mean if pb else None, pb.std if pb else None, pb.frac_near_zero if pb else None))
+    blocks.append(Table("LayerNorm summary", ("layer", "role", "kind", "d", "γ mean", "γ std", "γ min", "γ max",
+                                              "γ median", f"γ in [{lo:g}, {hi:g}]", "β mean", "β std",
+                                              f"|β| < {ln.beta_tol:g}"), tuple(rows),
+                        note="all layers: every γ (and β) of every norm layer pooled; its d is the number of values."))
+    return blocks
+
+
+def _activation_blocks(acts: list[NormActivation]) -> list:
+    x = tuple(range(len(acts)))
+    return [
+        Heading("What the norm layers do to this text"),
+        Chart("line", "activation std before and after each norm layer", x_title="norm layer (registration order)",
+              log_y=True, series=(("input std", x, tuple(a.input_std for a in acts)),
+                                  ("output std", x, tuple(a.output_std for a in acts)))),
+        Table("", ("layer", "role", "tokens", "input mean", "input std", "output mean", "output std"),
+              tuple((a.name, a.role, a.n_tokens, a.input_mean, a.input_std, a.output_mean, a.output_std)
+                    for a in acts)),
+    ]
+
+
+class LayerNormAnalysis(Analysis):
+    name = "layernorm"
+    title = "LayerNorm γ and β"
+    description = ("The gain γ and bias β of every normalisation layer (LayerNorm and RMSNorm) against seed 003's "
+                   "claim (γ mostly in 0.2–0.4, β near 0), and what the norm layers do to the text's activations.")
+    own_page = "layernorm"
+    report_parts = True
+    result_type = LayerNormResult
+
+    @dataclass(frozen=True)
+    class Settings:
+        bins: int = setting(DEFAULT_BINS, "Histogram bins of γ and of β (every layer shares the model-wide edges).",
+                            min=1, max=10_000, key="layernorm_bins")
+
+    def run(self, lm: LoadedModel, encoded: Encoded, settings: LayerNormAnalysis.Settings) -> LayerNormResult:
+        return LayerNormResult(params=part(lambda: layernorm_stats(lm, bins=int(settings.bins))),
+                               activations=part(lambda: layernorm_activations(lm, encoded)))
+
+    def view(self, result: LayerNormResult) -> list:
+        blocks: list = []
+        for value, render in ((result.params, _params_blocks), (result.activations, _activation_blocks)):
+            if isinstance(value, Unavailable):
+                blocks.append(unavailable_note(value))
+            elif value:
+                blocks += render(value)
+        return blocks

@@ -246,3 +246,135 @@ def test_report_inside_an_outer_capture_block_leaves_it_untouched(gpt2):
     assert outer.acc == {}  # neither the instrumented nor the plain forward reached the outer collector
     assert nested.fidelity_max_abs_diff == 0.0
     assert results_equal(alone, nested)
+
+
+# --------------------------------------------------------------------------- the report section (contract)
+
+
+def _std_over_causal_pairs(scores: np.ndarray) -> np.ndarray:
+    """(H,) population σ of q·k over the (query, key) pairs a causal model attends to."""
+    T = scores.shape[-1]
+    keep = np.tril(np.ones((T, T), dtype=bool))
+    return np.array([s[keep].std() for s in scores])
+
+
+def _entropy_fraction_by_hand(scores: np.ndarray, factor: float) -> np.ndarray:
+    """(H,) mean over causal query rows with >= 2 keys of entropy / log(n keys)."""
+    H, T, _ = scores.shape
+    out = np.zeros(H)
+    for h in range(H):
+        for i in range(1, T):
+            z = scores[h, i, :i + 1] * factor
+            p = np.exp(z - z.max())
+            p /= p.sum()
+            out[h] += -(p * np.log(p)).sum() / math.log(i + 1) / (T - 1)
+    return out
+
+
+def _section_html(html: str, name: str) -> str:
+    start = html.index(f'<section id="sec-{name}">')
+    return html[start:html.index("</section>", start)]
+
+
+def test_report_section_shows_the_figures_computed_by_hand(gpt2):
+    from inspector import analysis as contract
+    from inspector import report as R
+
+    rep = R.build_report(gpt2, TEXT, sections=("attention",), strict=True)
+    sec = rep.section("attention")
+    assert sec.available and list(sec.results) == ["logits", "pattern", "what_if"]
+    enc = encode(gpt2, TEXT)
+    L, H, T, d = gpt2.n_layers, gpt2.n_heads, enc.n_tokens, gpt2.d_head
+    scores = [_gpt2_scores(gpt2, enc.input_ids, layer) for layer in range(L)]  # (H, T, T) each, by hand
+    std = np.array([_std_over_causal_pairs(s) for s in scores])  # (L, H) unscaled
+    scaled = std / math.sqrt(d)
+
+    blocks = R.contract_view("attention", sec)
+    tables = {b.title: b for b in blocks if isinstance(b, contract.Table)}
+    per_layer = tables["Attention logits per layer"]
+    assert per_layer.columns == ("layer", "σ(q·k)", "σ min (head)", "σ max (head)", "σ scaled", "σ/√d_head",
+                                 "entropy (nats)", "entropy / log n", "mean max prob", "max scaled logit")
+    assert [r[0] for r in per_layer.rows] == list(range(L))
+    for layer, row in enumerate(per_layer.rows):
+        ent, maxp = _row_stats_by_hand(scores[layer], 1 / math.sqrt(d))
+        fraction = _entropy_fraction_by_hand(scores[layer], 1 / math.sqrt(d))
+        max_scaled = max(s[np.tril(np.ones((T, T), dtype=bool))].max() for s in scores[layer]) / math.sqrt(d)
+        np.testing.assert_allclose(row[1:], [std[layer].mean(), std[layer].min(), std[layer].max(),
+                                             scaled[layer].mean(), scaled[layer].mean(), ent.mean(),
+                                             fraction.mean(), maxp.mean(), max_scaled], rtol=1e-4)
+    # the what-if table: "no scaling" is the softmax of q·k itself, by hand
+    what_if = tables[""]
+    assert what_if.columns == ("softmax input", "σ of logits", "entropy (nats)", "entropy / log n", "mean max prob")
+    labels = [r[0] for r in what_if.rows]
+    assert labels == ["model (× 0.3536)", "no scaling (× 1)", "temperature 0.25", "temperature 0.5",
+                      "temperature 1", "temperature 2", "temperature 4"]
+    ent_u, maxp_u = _row_stats_by_hand(scores[L - 1], 1.0)
+    no_scaling = what_if.rows[1]
+    np.testing.assert_allclose([no_scaling[1], no_scaling[2], no_scaling[4]],
+                               [std[L - 1].mean(), ent_u.mean(), maxp_u.mean()], rtol=1e-4)
+    # the charts: titles, one line at √d scaling with its reference at 1, probabilities on [0, 1]
+    charts = {b.title: b for b in blocks if isinstance(b, contract.Chart)}
+    assert list(charts) == ["σ of scaled logits (what the softmax sees)", "logit scale per layer (mean over heads)",
+                            "softmax entropy / log(n keys) (1 = uniform)",
+                            "mean max attention probability (1 = saturated)", f"attention probabilities L{L - 1} H0"]
+    heat = charts["σ of scaled logits (what the softmax sees)"]
+    np.testing.assert_allclose(heat.z, scaled, rtol=1e-4)
+    assert heat.col_labels == tuple(f"h{j}" for j in range(H)) and per_layer.note.startswith(f"Means over the {H} heads")
+    line = charts["logit scale per layer (mean over heads)"]
+    assert line.reference == 1.0 and [s[0] for s in line.series] == ["σ scaled = σ(q·k)/√d_head"]
+    np.testing.assert_allclose(line.series[0][2], scaled.mean(axis=1), rtol=1e-4)
+    for title in ("softmax entropy / log(n keys) (1 = uniform)", "mean max attention probability (1 = saturated)"):
+        assert (charts[title].zmin, charts[title].zmax) == (0.0, 1.0)
+    pattern = np.asarray(charts[f"attention probabilities L{L - 1} H0"].z)
+    by_hand = np.full((T, T), np.nan)
+    for i in range(T):
+        z = scores[L - 1][0, i, :i + 1] / math.sqrt(d)
+        by_hand[i, :i + 1] = np.exp(z - z.max()) / np.exp(z - z.max()).sum()
+    np.testing.assert_allclose(pattern, by_hand, atol=1e-5)  # NaN above the diagonal: keys not attended
+    assert any(isinstance(b, contract.Heading) and b.text == f"Attention pattern, layer {L - 1}, head 0"
+               for b in blocks)
+
+    # the HTML report carries the same figures (as the writers print numbers) and the sentence
+    html = _section_html(R.to_html(rep), "attention")
+    assert f"d_head = {d}, √d_head = {math.sqrt(d):.4g}" in html
+    assert f"× {R._fmt(1 / math.sqrt(d))} (“scaled”)" in html and "max |Δ logits| = 0." in html
+    for layer in range(L):
+        assert f'<td class="num">{R._fmt(float(scaled[layer].mean()))}</td>' in html
+        assert f'<td class="num">{R._fmt(float(std[layer].max()))}</td>' in html
+    assert f'<td class="num">{R._fmt(float(ent_u.mean()))}</td>' in html
+    assert html.count("<svg") == 5 and f"What the 1/√d scaling buys (layer {L - 1})" in html
+    # and the Markdown report its tables
+    md = R.to_markdown(rep)
+    assert f"| {L - 1} | {R._fmt(float(std[L - 1].mean()))} | {R._fmt(float(std[L - 1].min()))} |" in md
+    assert f"| no scaling (× 1) | {R._fmt(float(std[L - 1].mean()))} | {R._fmt(float(ent_u.mean()))} |" in md
+    # a report read back from JSON draws the same section
+    back = R.report_from_json(R.to_json(rep))
+    assert _section_html(R.to_html(back), "attention") == html
+
+
+def test_report_section_settings(gpt2, bert):
+    from inspector import report as R
+
+    long_text = " ".join([TEXT] * 3)
+    rep = R.build_report(gpt2, long_text, sections=("attention",), strict=True,
+                         settings={"attention_pattern_max_tokens": 8, "attention_what_if_layer": -2,
+                                   "attention_temperatures": [3.0]})
+    sec = rep.section("attention")
+    assert list(sec.results) == ["logits", "what_if"]  # the text is longer than the pattern's limit
+    wi = sec.results["what_if"]
+    assert wi.layer == 0 and wi.temperatures.tolist() == [3.0]
+    assert "temperature 3" in R.to_markdown(rep)
+    rep = R.build_report(bert, TEXT, sections=("attention",), strict=True,
+                         settings={"attention_pattern_layer": 0, "attention_pattern_head": 2,
+                                   "attention_what_if_layer": None})
+    sec = rep.section("attention")
+    assert list(sec.results) == ["logits", "pattern"]
+    pat = sec.results["pattern"]
+    assert (pat.layer, pat.head) == (0, 2) and pat.valid.all()  # BERT attends to every key
+    html = _section_html(R.to_html(rep), "attention")
+    assert "Attention pattern, layer 0, head 2" in html and "What the 1/√d scaling buys" not in html
+    rep = R.build_report(gpt2, TEXT, sections=("attention",), settings={"attention_pattern_layer": 7})
+    assert rep.section("attention").status == "failed" and "Layer 7 does not exist" in rep.section("attention").reason
+    with pytest.raises(InputError):
+        R.build_report(gpt2, TEXT, sections=("attention",), settings={"attention_pattern_head": -1})
+    assert A.layer_index(-1, 4) == 3 and A.layer_index(None, 4) is None and A.layer_index(2, 4) == 2

@@ -251,3 +251,130 @@ def test_two_threads_on_one_shared_model(tiny_gpt2):
         got = list(pool.map(lambda kw: attribute(tiny_gpt2, TEXT, **kw).scores, jobs))
     for a, b in zip(expected, got):
         np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- the report section (contract)
+
+
+def _section_html(html: str, name: str) -> str:
+    start = html.index(f'<section id="sec-{name}">')
+    return html[start:html.index("</section>", start)]
+
+
+def _blocks(rep):
+    from inspector import report as R
+
+    return R.contract_view("attribution", rep.section("attribution"))
+
+
+def test_report_section_shows_gradients_computed_by_hand(sharp_gpt2):
+    from inspector import analysis as contract
+    from inspector import report as R
+    from inspector.tokens import visible
+
+    lm = sharp_gpt2
+    rep = R.build_report(lm, TEXT, sections=("attribution",), strict=True,
+                         settings={"attribution_method": "input_x_gradient", "attribution_position": 9})
+    assert list(rep.section("attribution").results) == ["attribution"]
+    enc = encode(lm, TEXT)
+    ids, T = enc.input_ids, enc.n_tokens
+    target = int(ids[0, 9])
+    with torch.enable_grad():
+        e = lm.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        logp = _full_model_logprob(lm, ids, 8, target, embeds=e, use_cache=False)
+        (g,) = torch.autograd.grad(logp, e)
+    logp = logp.detach()
+    expected = (g * e.detach()).double().sum(-1)[0].numpy()  # (T,) gradient × input, by hand
+
+    blocks = _blocks(rep)
+    metrics = {b.label: b.value for b in blocks if isinstance(b, contract.Metric)}
+    assert list(metrics) == ["method", "target", "units", "f(input)"]  # no baseline without IG
+    assert metrics["method"] == "input_x_gradient" and "as token 9 (actual)" in metrics["target"]
+    assert metrics["f(input)"] == pytest.approx(float(logp), abs=1e-5)
+    (bar,) = [b for b in blocks if isinstance(b, contract.Chart)]
+    assert bar.kind == "bar" and bar.title == "attribution per input token" and bar.y_title == "score"
+    assert bar.series[0][1] == tuple(visible(t) for t in enc.tokens)
+    np.testing.assert_allclose(bar.series[0][2], expected, atol=1e-5)
+    assert bar.width == max(440, min(1100, 120 + 14 * T))
+    (coloured,) = [b for b in blocks if isinstance(b, contract.ColouredTokens)]
+    assert coloured.signed and coloured.caption.startswith("Tokens coloured by score (red raises the target")
+    np.testing.assert_allclose(coloured.values, expected, atol=1e-5)
+    (top,) = [b for b in blocks if isinstance(b, contract.Table)]
+    assert top.columns == ("rank", "position", "token", "score")
+    order = sorted(range(9), key=lambda i: -abs(expected[i]))[:10]  # tokens 0..8 predict token 9
+    assert [r[1] for r in top.rows] == order and [r[0] for r in top.rows] == list(range(1, len(order) + 1))
+    np.testing.assert_allclose([r[3] for r in top.rows], expected[order], atol=1e-5)
+
+    html = _section_html(R.to_html(rep), "attribution")
+    assert f"<tr><td>f(input)</td><td>{R._fmt(float(logp))}</td></tr>" in html
+    assert f'<tr><td class="num">1</td><td class="num">{order[0]}</td>' in html  # rank 1: the largest |score|
+    assert f'<td class="num">{R._fmt(float(expected[order[0]]))}</td>' in html
+    assert "Tokens 9.. come after the predicting context" in html and html.count("<svg") == 1
+    md = R.to_markdown(rep)
+    assert f"| 1 | {order[0]} | " in md and f"| f(input) | {R._fmt(float(logp))} |" in md
+    back = R.report_from_json(R.to_json(rep))
+    assert _section_html(R.to_html(back), "attribution") == html
+
+
+def test_report_section_integrated_gradients_metrics_add_up(sharp_gpt2):
+    from inspector import analysis as contract
+    from inspector import report as R
+
+    rep = R.build_report(sharp_gpt2, TEXT, sections=("attribution",), strict=True, settings={"attribution_steps": 16})
+    blocks = _blocks(rep)
+    m = {b.label: b.value for b in blocks if isinstance(b, contract.Metric)}
+    assert list(m) == ["method", "target", "units", "f(input)", "f(baseline)", "baseline", "convergence delta",
+                       "|delta| / |f(input) − f(baseline)|", "steps"]
+    (bar,) = [b for b in blocks if isinstance(b, contract.Chart)]
+    total = float(np.sum(bar.series[0][2]))
+    # completeness: Σ scores = f(input) − f(baseline) + delta, from the figures the view shows
+    assert total == pytest.approx(m["f(input)"] - m["f(baseline)"] + m["convergence delta"], abs=1e-4)
+    assert m["|delta| / |f(input) − f(baseline)|"] == pytest.approx(
+        abs(m["convergence delta"]) / abs(m["f(input)"] - m["f(baseline)"]))
+    assert m["steps"] == 16 and m["baseline"].startswith("'<|endoftext|>' embedding")
+    html = _section_html(R.to_html(rep), "attribution")
+    assert f"<tr><td>convergence delta</td><td>{R._fmt(m['convergence delta'])}</td></tr>" in html
+
+
+def test_report_section_saliency_on_masked_lm_and_max_tokens(sharp_bert_mlm, sharp_gpt2):
+    from inspector import analysis as contract
+    from inspector import report as R
+
+    lm = sharp_bert_mlm
+    rep = R.build_report(lm, TEXT, sections=("attribution",), strict=True,
+                         settings={"attribution_method": "saliency", "attribution_position": 4})
+    enc = encode(lm, TEXT)
+    ids = enc.input_ids.clone()
+    original = int(ids[0, 4])
+    ids[0, 4] = lm.tokenizer.mask_token_id
+    with torch.enable_grad():
+        e = lm.model.get_input_embeddings()(ids).detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(_full_model_logprob(lm, ids, 4, original, embeds=e,
+                                                       token_type_ids=enc.token_type_ids), e)
+    norms = g[0].double().norm(dim=-1).numpy()
+    blocks = _blocks(rep)
+    (coloured,) = [b for b in blocks if isinstance(b, contract.ColouredTokens)]
+    assert not coloured.signed and coloured.caption == "Tokens coloured by gradient norm:"
+    np.testing.assert_allclose(coloured.values, norms, atol=1e-5)
+    assert coloured.special == tuple(enc.special) and coloured.tokens[4].strip() == "[MASK]"
+    html = _section_html(R.to_html(rep), "attribution")
+    assert "at masked position 4" in html and "f(baseline)" not in html
+    # the report's max_tokens cuts what is attributed, as for every section
+    rep = R.build_report(sharp_gpt2, " ".join([TEXT] * 3), sections=("attribution",), strict=True,
+                         settings={"max_tokens": 50, "attribution_steps": 4})
+    a = rep.section("attribution").results["attribution"]
+    assert a.n_tokens == 50 and len(a.scores) == 50
+    (bar,) = [b for b in _blocks(rep) if isinstance(b, contract.Chart)]
+    assert len(bar.series[0][2]) == 50 and bar.width == 120 + 14 * 50
+
+
+def test_report_section_settings_are_checked_before_work(sharp_gpt2):
+    from inspector import report as R
+
+    for bad in ({"attribution_method": "shap"}, {"attribution_steps": 1}, {"attribution_baseline": "noise"}):
+        with pytest.raises(InputError):
+            R.build_report(sharp_gpt2, TEXT, sections=("attribution",), settings=bad)
+    encoder = wrap(*tiny_bert_model(cls_name="BertModel"))
+    rep = R.build_report(encoder, TEXT, sections=("attribution",), strict=True)
+    sec = rep.section("attribution")
+    assert sec.status == "unavailable" and sec.reason.startswith("Attribution needs a language-model head")

@@ -195,17 +195,74 @@ def test_kept_scores_and_probs_match_reference(family, padding, gpt2_pair, bert_
     assert set(res.kept) == {layer}
 
 
+@pytest.mark.parametrize("norms", [False, True])
 @pytest.mark.parametrize("family,padding", CASES)
-def test_outputs_unchanged_by_capture(family, padding, gpt2_pair, bert_pair):
+def test_outputs_unchanged_by_capture(family, padding, norms, gpt2_pair, bert_pair):
     lm, plain = gpt2_pair if family == "gpt2" else bert_pair
     assert plain.config._attn_implementation == "sdpa"
     batch = _batch(lm, padding)
-    res = capture.run(lm, batch, capture.CaptureOptions(keep_probs_layers=(0,)))
+    res = capture.run(lm, batch, capture.CaptureOptions(keep_probs_layers=(0,), norms=norms))
+    assert (res.norms is not None) == norms
     kwargs = dict(batch, use_cache=False) if family == "gpt2" else dict(batch)
     with torch.no_grad():
         ref = plain(**kwargs).logits
+        same_model = lm.model(**kwargs).logits  # the same model outside any capture block
     real = batch["attention_mask"].bool()
     assert float((res.logits[real] - ref[real]).abs().max()) <= 1e-5
+    assert torch.equal(res.logits, same_model.float())  # bit-identical: capturing changes no output
+
+
+def _reference_norm_inputs(model, family: str, batch) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """module path -> (input, output) over the real tokens (N, D) of the norm layers fed by hidden states:
+    recomputed with F.layer_norm from the hidden states a plain forward returns and the layers' weights."""
+    real = batch["attention_mask"].bool()
+    with torch.no_grad():
+        kwargs = dict(batch, output_hidden_states=True)
+        if family == "gpt2":
+            kwargs["use_cache"] = False
+        hs = model(**kwargs).hidden_states
+    out = {}
+    if family == "gpt2":
+        for i, block in enumerate(model.transformer.h):
+            ln = block.ln_1
+            x = hs[i][real].double()
+            with torch.no_grad():
+                y = torch.nn.functional.layer_norm(x, (x.shape[-1],), ln.weight.double(), ln.bias.double(), ln.eps)
+            out[f"transformer.h.{i}.ln_1"] = (x, y)
+    else:
+        for i in range(len(model.bert.encoder.layer)):  # each block's output LayerNorm gives hidden state i + 1
+            out[f"bert.encoder.layer.{i}.output.LayerNorm"] = (None, hs[i + 1][real].double())
+    return out
+
+
+@pytest.mark.parametrize("family,padding", [("gpt2", "left"), ("gpt2", "none"), ("bert", "right")])
+def test_norm_statistics_match_reference(family, padding, gpt2_pair, bert_pair):
+    from inspector.analyses.layernorm import find_norm_layers
+
+    lm, plain = gpt2_pair if family == "gpt2" else bert_pair
+    batch = _batch(lm, padding)
+    n_real = int(batch["attention_mask"].sum())
+    res = capture.run(lm, batch, norms=True, attention_stats=False)
+    assert res.attention is None
+    assert list(res.norms) == [name for name, _ in find_norm_layers(lm.model)]  # every layer, registration order
+    for name, (x, y) in _reference_norm_inputs(plain, family, batch).items():
+        got = res.norms[name]
+        assert got.n == n_real and got.input_token_std.shape == (n_real,)
+        if x is not None:
+            assert got.input_mean == pytest.approx(x.mean().item(), abs=1e-6)
+            assert got.input_std == pytest.approx(x.std(correction=0).item(), rel=1e-5)
+            np.testing.assert_allclose(got.input_token_mean, x.mean(-1).numpy(), rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(got.input_token_std, x.std(-1, correction=0).numpy(), rtol=1e-5)
+            np.testing.assert_allclose(got.input_token_rms, x.pow(2).mean(-1).sqrt().numpy(), rtol=1e-5)
+        assert got.output_mean == pytest.approx(y.mean().item(), abs=1e-6)
+        assert got.output_std == pytest.approx(y.std(correction=0).item(), rel=1e-5)
+        np.testing.assert_allclose(got.output_token_std, y.std(-1, correction=0).numpy(), rtol=1e-5)
+    # the keyword form is the options form
+    again = capture.run(lm, batch, capture.CaptureOptions(norms=True, attention_stats=False))
+    assert list(again.norms) == list(res.norms)
+    assert all(again.norms[n].input_std == res.norms[n].input_std for n in res.norms)
+    with pytest.raises(TypeError):
+        capture.run(lm, batch, no_such_option=True)
 
 
 # --------------------------------------------------------------------------- no collector outlives its block
@@ -252,6 +309,14 @@ def test_collector_removed_when_forward_raises():
         capture.run(lm, batch)
     assert not capture.is_capturing()
     assert _no_hooks(lm.model)
+    with pytest.raises(RuntimeError, match="mid-forward"):
+        capture.run(lm, batch, norms=True)
+    assert _no_hooks(lm.model) and capture._active_norms.get() is None
+    got = []  # lm.lock, held while the norm hooks exist, was released
+    t = threading.Thread(target=lambda: got.append(lm.lock.acquire(timeout=2) and (lm.lock.release() or True)))
+    t.start()
+    t.join()
+    assert got == [True]
     # The same thread keeps working once the module is repaired.
     del model.transformer.h[1].mlp.forward
     assert capture.run(lm, batch).attention is not None
@@ -281,14 +346,18 @@ def test_collector_is_invisible_to_other_threads(gpt2_pair):
 
 def _snapshot(res: capture.CaptureResult):
     a = res.attention
+    norms = () if res.norms is None else tuple(
+        np.array([v.n, v.input_mean, v.input_std, v.output_mean, v.output_std]) for v in res.norms.values()) + tuple(
+        np.concatenate([v.input_token_mean, v.input_token_std, v.input_token_rms, v.output_token_std])
+        for v in res.norms.values())
     return (a.count, a.mean, a.std, a.min, a.max, a.entropy, a.entropy_fraction, a.max_prob,
-            res.kept[0].probs, res.logits.numpy())
+            res.kept[0].probs, res.logits.numpy()) + norms
 
 
-@pytest.mark.parametrize("family,n_threads", [("gpt2", 4), ("bert", 3)])
-def test_threads_on_one_shared_model_get_their_own_results(family, n_threads, gpt2_pair, bert_pair):
+@pytest.mark.parametrize("family,n_threads,norms", [("gpt2", 4, False), ("bert", 3, False), ("gpt2", 3, True)])
+def test_threads_on_one_shared_model_get_their_own_results(family, n_threads, norms, gpt2_pair, bert_pair):
     lm, _ = gpt2_pair if family == "gpt2" else bert_pair
-    options = capture.CaptureOptions(keep_probs_layers=(0,))
+    options = capture.CaptureOptions(keep_probs_layers=(0,), norms=norms)
     batches = [encode_batch(lm, [TEXTS[i]] + ([TEXTS[(i + 1) % 4]] if i % 2 else [])) for i in range(n_threads)]
     alone = [_snapshot(capture.run(lm, b, options)) for b in batches]
     iterations = 12
@@ -314,6 +383,31 @@ def test_threads_on_one_shared_model_get_their_own_results(family, n_threads, gp
     assert not errors
     assert mismatches == []
     assert not capture.is_capturing()
+    assert _no_hooks(lm.model)
+
+
+def test_norm_hooks_record_only_their_own_context(gpt2_pair):
+    """A plain forward by another thread while this block's norm hooks are attached is not recorded; one
+    capture running inside another thread's block records only its own forward."""
+    lm, _ = gpt2_pair
+    one, two = _batch(lm, "none"), _batch(lm, "right")
+    alone = capture.run(lm, two, norms=True).norms
+    options = capture.CaptureOptions(attention_stats=False, logits=False, norms=True)
+    with capture.capture(lm, options, one["attention_mask"]) as col:
+        t = threading.Thread(target=lambda: lm.model(**one, use_cache=False))
+        t.start()
+        t.join()
+        assert col.norms.data == {}
+        got = []
+        t = threading.Thread(target=lambda: got.append(capture.run(lm, two, norms=True).norms))
+        t.start()  # waits for lm.lock (held by this block), then records its own forward only
+        with torch.no_grad():
+            lm.model(**one, use_cache=False)
+    t.join()
+    assert set(col.norms.data) == set(alone) and all(v.n == int(one["attention_mask"].sum())
+                                                     for v in col.norms.data.values())
+    assert [v.input_std for v in got[0].values()] == [v.input_std for v in alone.values()]
+    assert _no_hooks(lm.model)
 
 
 # --------------------------------------------------------------------------- bf16

@@ -264,3 +264,201 @@ def test_results_round_trip_json(tiny_gpt2, tiny_bert):
     for r in results:
         back = from_dict(type(r), json.loads(json.dumps(to_dict(r))))
         assert results_equal(r, back, rtol=1e-6), type(r).__name__
+
+
+# --------------------------------------------------------------------------- the split and the report section
+
+
+def test_split_keeps_every_public_name_and_the_type_names(tiny_gpt2):
+    import pickle
+
+    from inspector import report as R
+
+    for name in M.__all__:
+        assert hasattr(M, name), name
+    for cls in (M.TokenNorms, M.Neighbours, M.ClusterResult, M.TokenClusters, M.Projection, M.Anisotropy,
+                M.NormFrequency, M.PositionEmbeddings, M.OutputEmbeddings, M.SegmentEmbeddings,
+                M.ContextualEmbeddings):
+        assert cls.__module__ == "inspector.analyses.embeddings" and getattr(M, cls.__qualname__) is cls
+    norms = M.token_norms(tiny_gpt2)
+    assert R._type_name(norms) == "inspector.analyses.embeddings.TokenNorms"
+    assert results_equal(pickle.loads(pickle.dumps(norms)), norms)  # streamlit's cache pickles results
+    assert M.DEFAULT_CORPUS.name == "train.txt" and M.DEFAULT_CORPUS.parent.name == "corpus"
+
+
+def _html_section(html: str, name: str) -> str:
+    import re
+
+    return re.search(rf'<section id="sec-{name}">.*?</section>', html, re.S).group(0)
+
+
+def test_section_report_shows_the_figures(tiny_gpt2):
+    """The Embeddings section built by the report: its view and HTML carry figures computed here with torch."""
+    from inspector import analysis
+    from inspector import report as R
+    from inspector.inputs import encode
+    from inspector.tokens import visible
+
+    rep = R.build_report(tiny_gpt2, TEXT, sections=("embeddings",), strict=True,
+                         settings={"embeddings_corpus": "text", "embeddings_clusters": 3})
+    sec = rep.section("embeddings")
+    assert sec.available and set(sec.results) == {"token_norms", "anisotropy", "norm_frequency", "positions",
+                                                  "segments", "output_embeddings", "contextual", "neighbours",
+                                                  "clusters"}
+    blocks = R.contract_view("embeddings", sec)
+    headings = [b.text for b in blocks if isinstance(b, analysis.Heading)]
+    assert headings == ["Token-embedding norms", "Anisotropy", "Norm against frequency", "Position embeddings",
+                        "Segment embeddings", "Output embeddings (unembedding)", "Contextual embeddings of this text",
+                        "Nearest neighbours of tokens in this text", "Clusters of frequent tokens"]
+    metrics = {b.label: b.value for b in blocks if isinstance(b, analysis.Metric)}
+    charts = {b.title: b for b in blocks if isinstance(b, analysis.Chart)}
+    tables = [b for b in blocks if isinstance(b, analysis.Table)]
+    html = _html_section(R.to_html(rep), "embeddings")
+    md = R.to_markdown(rep)
+
+    # token norms: torch's row norms of the embedding weight
+    E = tiny_gpt2.model.get_input_embeddings().weight.detach().double()
+    norms = E.norm(dim=1)
+    assert metrics["mean"] == pytest.approx(norms.mean().item(), rel=1e-6)
+    assert metrics["max"] == pytest.approx(norms.max().item(), rel=1e-6)
+    for h in headings:
+        assert f"<h3>{h}</h3>" in html
+    assert f"<tr><td>mean</td><td>{R._fmt(norms.mean().item())}</td></tr>" in html
+    assert f"| mean | {R._fmt(norms.mean().item())} |" in md
+    hist = charts["token-embedding norms"]
+    assert hist.kind == "histogram" and hist.log_y and sum(hist.series[0][2]) == E.shape[0]
+    assert hist.markers[0][0] == "mean" and hist.markers[0][1] == pytest.approx(norms.mean().item(), rel=1e-6)
+    top = M.token_strings(tiny_gpt2, [int(norms.argmax())])[0]
+    assert tables[0].columns == ("largest norm", "smallest norm") and tables[0].rows[0][0] == visible(top)
+    assert len(tables[0].rows) == 10
+
+    # anisotropy: the same seeded pairs, cosines in numpy
+    rng = np.random.default_rng(0)
+    i = rng.integers(0, E.shape[0], size=20_000)
+    j = (i + rng.integers(1, E.shape[0], size=20_000)) % E.shape[0]
+    U = (E / norms[:, None]).numpy()
+    assert metrics["mean cosine of random token pairs"] == pytest.approx((U[i] * U[j]).sum(1).mean(), abs=1e-6)
+    assert metrics["pairs"] == 20_000
+
+    # positions: cosine of the wpe rows, subsampled to 40 of the 64 positions
+    W = tiny_gpt2.model.transformer.wpe.weight.detach().double().numpy()
+    Wu = W / np.linalg.norm(W, axis=1, keepdims=True)
+    heat = charts["position × position cosine"]
+    keep = np.unique(np.linspace(0, 63, 40).round().astype(int))
+    assert heat.signed and heat.zmin == -1.0 and heat.zmax == 1.0 and len(heat.z) == len(keep) == 40
+    assert heat.row_labels == tuple(str(k) for k in keep)
+    np.testing.assert_allclose(np.array(heat.z), (Wu @ Wu.T)[np.ix_(keep, keep)], atol=1e-6)
+    assert metrics["positions × dim"] == "64 × 32" and metrics["learned"] is True
+    np.testing.assert_allclose(charts["position-embedding norm"].series[0][2], np.linalg.norm(W, axis=1), rtol=1e-6)
+
+    # segments do not apply to GPT-2; the tied output matrix is the input table
+    seg = blocks[headings_index(blocks, "Segment embeddings") + 1]
+    assert isinstance(seg, analysis.Note) and seg.level == "warning" and "segment" in seg.text
+    assert metrics["tied to the input table"] is True and metrics["mean cos(input row, output row)"] == \
+        pytest.approx(1.0, abs=1e-6)
+
+    # contextual: a plain forward's hidden states
+    enc = encode(tiny_gpt2, TEXT)
+    with torch.no_grad():
+        hs = tiny_gpt2.model(**enc.batch(), output_hidden_states=True).hidden_states
+    H = torch.stack([h[0] for h in hs]).double()
+    Hu = H / H.norm(dim=-1, keepdim=True)
+    C = (Hu @ Hu.transpose(1, 2)).numpy()  # (L + 1, T, T)
+    T = C.shape[1]
+    off = ~np.eye(T, dtype=bool)
+    by_layer = charts["contextual embeddings by layer"]
+    np.testing.assert_allclose(by_layer.series[0][2], [C[layer][off].mean() for layer in range(len(C))], atol=1e-5)
+    tok_heat = charts["token × token cosine, last layer"]
+    assert tok_heat.signed and (tok_heat.zmin, tok_heat.zmax) == (-1.0, 1.0)
+    assert tok_heat.row_labels == tuple(visible(t) for t in enc.tokens)
+    np.testing.assert_allclose(np.array(tok_heat.z), C[-1], atol=1e-5)
+
+    # neighbours of the longest content tokens (dense cosines here)
+    seen, cand = set(), []
+    for pos, (tid, tok) in enumerate(zip(enc.input_ids[0].tolist(), enc.tokens)):
+        if tid not in seen and any(ch.isalnum() for ch in tok):
+            seen.add(tid)
+            cand.append((-len(tok.strip()), pos, tid))
+    queries = [tid for _, _, tid in sorted(cand)[:5]]
+    nb = next(t for t in tables if t.columns == ("token", "8 nearest by cosine"))
+    d_ids, d_cos = _dense_neighbours(E.numpy(), np.array(queries), 8)
+    first = ", ".join(f"{visible(t)} ({c:.2f})" for t, c in zip(M.token_strings(tiny_gpt2, d_ids[0]), d_cos[0]))
+    assert nb.rows[0] == (visible(M.token_strings(tiny_gpt2, [queries[0]])[0]), first)
+    assert len(nb.rows) == 5
+
+    # clusters of every distinct token of the text (the text is the corpus here)
+    cl = next(t for t in tables if t.columns == ("cluster", "size", "tokens nearest the centre"))
+    n_distinct = len(set(tiny_gpt2.tokenizer(TEXT, add_special_tokens=False)["input_ids"]))
+    assert [r[0] for r in cl.rows] == [0, 1, 2] and sum(r[1] for r in cl.rows) == n_distinct
+    assert metrics["algorithm"] == "kmeans"
+    assert "<th>tokens nearest the centre</th>" in html and "### Clusters of frequent tokens" in md
+
+
+def headings_index(blocks, text: str) -> int:
+    from inspector import analysis
+
+    return next(i for i, b in enumerate(blocks) if isinstance(b, analysis.Heading) and b.text == text)
+
+
+def test_section_json_round_trip_keeps_types_and_view(tiny_bert):
+    """BERT: segments and a masked-LM head; the JSON report loads back into the same types and the same HTML."""
+    from inspector import report as R
+
+    rep = R.build_report(tiny_bert, TEXT, sections=("embeddings",), strict=True, text_pair="Keys are compared.",
+                         settings={"embeddings_corpus": "text", "embeddings_clusters": 2})
+    s = R.to_json(rep)
+    doc = json.loads(s)
+    stored = doc["sections"]["embeddings"]["results"]
+    expected = {"token_norms": "TokenNorms", "anisotropy": "Anisotropy", "norm_frequency": "NormFrequency",
+                "positions": "PositionEmbeddings", "segments": "SegmentEmbeddings",
+                "output_embeddings": "OutputEmbeddings", "contextual": "ContextualEmbeddings",
+                "neighbours": "Neighbours", "clusters": "TokenClusters"}
+    assert {k: v["type"] for k, v in stored.items()} == {k: f"inspector.analyses.embeddings.{v}"
+                                                          for k, v in expected.items()}
+    back = R.report_from_json(s)
+    parts = back.section("embeddings").results
+    for name, cls in expected.items():
+        assert type(parts[name]) is getattr(M, cls), name
+    assert R.reports_equal(rep, back)
+    assert _html_section(R.to_html(back), "embeddings") == _html_section(R.to_html(rep), "embeddings")
+
+    W = tiny_bert.model.bert.embeddings.token_type_embeddings.weight.detach()
+    cos01 = F.cosine_similarity(W[0], W[1], dim=0).item()
+    metrics = {b.label: b.value for b in R.contract_view("embeddings", back.section("embeddings"))
+               if hasattr(b, "label")}
+    assert metrics["segment types"] == 2 and metrics["cosine(segment 0, segment 1)"] == pytest.approx(cos01, abs=1e-6)
+    assert metrics["segment norms"] == ", ".join(f"{v:.4g}" for v in W.norm(dim=1).tolist())
+    assert f"<tr><td>cosine(segment 0, segment 1)</td><td>{R._fmt(parts['segments'].cosine_0_1)}</td></tr>" in \
+        R.to_html(back)
+
+
+def test_section_settings_and_long_texts():
+    """Settings keep their report names and ranges; a text over 64 tokens gets no token × token heat map."""
+    from inspector import analysis
+    from inspector import report as R
+    from inspector.inputs import encode
+
+    lm = wrap(*tiny_gpt2_model(n_positions=128))
+    a = analysis.get("embeddings")
+    assert a.own_page == "embeddings" and a.report_parts and a.result_type is M.EmbeddingsResult
+    assert {analysis.settings_key(a, f): f.default for f in analysis.settings_fields(a)} == {
+        k: R.DEFAULT_SETTINGS[k] for k in ("embeddings_corpus", "embeddings_cosine_max_tokens",
+                                           "embeddings_neighbours", "embeddings_k", "embeddings_clusters")}
+    with pytest.raises(InputError):
+        R.build_report(lm, TEXT, sections=("embeddings",), settings={"embeddings_corpus": "web"})
+    with pytest.raises(InputError):
+        analysis.run_analysis("embeddings", lm, encode(lm, TEXT), {"k": 0})
+
+    long_text = " ".join([TEXT] * 6)
+    enc = encode(lm, long_text)
+    assert 64 < enc.n_tokens <= 128
+    res = analysis.run_analysis("embeddings", lm, enc, {"corpus": None, "neighbours": 0, "cosine_max_tokens": 200})
+    assert res.norm_frequency is None and res.neighbours is None and res.clusters is None
+    assert res.contextual.token_cosine is not None and res.contextual.token_cosine.shape[1] == enc.n_tokens
+    blocks = a.view(res)
+    titles = [b.title for b in blocks if isinstance(b, analysis.Chart)]
+    assert "token × token cosine, last layer" not in titles and "contextual embeddings by layer" in titles
+    assert any(isinstance(b, analysis.Note) and f"this one has {enc.n_tokens}" in b.text for b in blocks)
+    assert "Norm against frequency" not in [b.text for b in blocks if isinstance(b, analysis.Heading)]
+    lean = analysis.run_analysis("embeddings", lm, enc, {"corpus": None, "cosine_max_tokens": 10})
+    assert lean.contextual.token_cosine is None and lean.neighbours is not None

@@ -269,3 +269,149 @@ def test_mlm_split_claim_counts_the_masking_of_masked_lm_loss_without_forward_pa
     assert not calls
     assert (split.n_candidates, split.n_chosen, split.n_mask, split.n_random, split.n_unchanged) == (
         full.n_candidates, full.n_chosen, full.n_mask, full.n_random, full.n_unchanged)
+
+
+# --------------------------------------------------------------------------- the split modules, the report section
+
+
+def test_split_keeps_every_name_and_the_stored_type_name():
+    from inspector.analyses import foundations_claims, foundations_experiments, foundations_identities
+
+    assert fd.random_qk_scaling is foundations_experiments.random_qk_scaling
+    assert fd.loss_identities is foundations_identities.loss_identities
+    assert fd.claims_on_model is foundations_claims.claims_on_model
+    for name in fd.__all__:
+        assert hasattr(fd, name), name
+    # Reports name a result's type "module.QualName": the claim rows keep the name stored reports use.
+    assert f"{fd.ClaimRow.__module__}.{fd.ClaimRow.__qualname__}" == "inspector.analyses.foundations.ClaimRow"
+
+
+def test_claims_share_the_prediction_and_the_masked_pass(tiny_gpt2, tiny_bert_mlm, monkeypatch):
+    """One capture serves the causal gradient checks; one prediction both gradient checks; one masked pass both
+    masked-LM claims: the figures are those of the stand-alone functions."""
+    from inspector.analyses import foundations_claims as fc
+
+    calls = {"prediction": 0, "masked": 0, "model_logits": 0}
+
+    def counting(name, fn):
+        def wrapped(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return wrapped
+
+    monkeypatch.setattr(fc, "_prediction_of", counting("prediction", fc._prediction_of))
+    monkeypatch.setattr(fc, "_masked_loss_parts", counting("masked", fc._masked_loss_parts))
+    monkeypatch.setattr(fc, "_model_logits", counting("model_logits", fc._model_logits))
+    rows = fd.claims_on_model(tiny_gpt2, TEXT)
+    assert calls == {"prediction": 1, "masked": 0, "model_logits": 0}  # the capture's logits are read
+    li = fd.loss_identities(tiny_gpt2, TEXT)  # its own forward pass: the same figures
+    assert _row(rows, "dl_dlogits").figures == {"max_abs_diff": li.grad_max_abs_diff, "grad_sum": li.grad_sum,
+                                                "grad_target": float(li.grad_top[0])}
+    assert _row(rows, "ce_h_plus_kl").figures["kl_pq"] == li.kl_pq
+    assert f"at position {li.position}" in _row(rows, "dl_dlogits").measured
+
+    calls.update(prediction=0, masked=0, model_logits=0)
+    rows = fd.claims_on_model(tiny_bert_mlm, TEXT)
+    assert calls == {"prediction": 1, "masked": 1, "model_logits": 1}  # the masked input needs its own pass
+    li = fd.loss_identities(tiny_bert_mlm, TEXT)
+    assert _row(rows, "hessian_psd").figures["min_eigenvalue"] == li.hessian_min_eig
+    form, ppl = _row(rows, "mlm_loss_form"), _row(rows, "perplexity")
+    assert form.figures["model_loss"] == ppl.figures["model_loss"]
+    assert ppl.figures["perplexity"] == pytest.approx(math.exp(form.figures["model_loss"]), rel=1e-12)
+
+
+def _section_html(html: str) -> str:
+    start = html.index('<section id="sec-foundations">')
+    return html[start:html.index("</section>", start)]
+
+
+def test_report_section_shows_the_claims_table(tiny_gpt2):
+    from inspector import analysis as contract
+    from inspector import report as R
+    from inspector.analyses import foundations_claims
+
+    rep = R.build_report(tiny_gpt2, TEXT, sections=("foundations",), strict=True,
+                         settings={"foundations_corpus": "text"})
+    assert list(rep.section("foundations").results) == ["claims"]
+    rows = rep.result("foundations", "claims")
+    assert all(type(r) is fd.ClaimRow for r in rows)
+    assert results_equal(rows, fd.claims_on_model(tiny_gpt2, TEXT))
+
+    # Independent figures: exp(mean next-token CE) by plain torch, and σ(QKᵀ)/√d from the capture.
+    enc = encode(tiny_gpt2, TEXT)
+    with torch.no_grad():
+        logits = tiny_gpt2.model(input_ids=enc.input_ids).logits[0]
+    ce = torch.nn.functional.cross_entropy(logits[:-1].double(), enc.input_ids[0, 1:])
+    ppl_row = _row(rows, "perplexity")
+    assert ppl_row.figures["geometric_mean_inverse_p"] == pytest.approx(math.exp(float(ce)), rel=1e-9)
+    cap = run(tiny_gpt2, enc.batch(), CaptureOptions())
+    ratio = cap.attention.ratio_to_sqrt_d.mean(axis=1)
+    assert "σ(QKᵀ)/√d_head per layer: " + ", ".join(foundations_claims._fmt(float(v)) for v in ratio) in \
+        _row(rows, "qk_std_sqrt_d").measured
+
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    sentence = (f"{len(rows)} claims about transformers measured on this model and text: "
+                + ", ".join(f"{n} {v}" for v, n in counts.items()) + ".")
+    blocks = R.contract_view("foundations", rep.section("foundations"))
+    note, *metrics, table = blocks
+    assert isinstance(note, contract.Note) and note.text == sentence
+    assert [(m.label, m.value) for m in metrics] == [("claims", len(rows)), *counts.items()]
+    assert isinstance(table, contract.Table)
+    assert table.columns == ("claim", "measured on this model", "rule for the verdict", "verdict", "note")
+    assert table.verdict_column == "verdict"
+    assert table.rows == tuple((r.claim, r.measured, r.threshold, r.verdict, r.note) for r in rows)
+
+    html = _section_html(R.to_html(rep))
+    assert "<h2>Claims checked on this model</h2>" in html and sentence in html
+    head = "".join(f"<th>{c}</th>" for c in table.columns)
+    assert f"<thead><tr>{head}</tr></thead>" in html
+    # each verdict cell coloured by its value, beside the measured figures
+    assert html.count('<td style="background:#e3f4e8">holds</td>') == counts.get(fd.HOLDS, 0)
+    assert html.count('<td style="background:#fbe4e4">does not hold</td>') == counts.get(fd.DOES_NOT_HOLD, 0)
+    assert html.count('<td style="background:#f0f0f0;color:#666">not applicable</td>') == \
+        counts.get(fd.NOT_APPLICABLE, 0)
+    assert f"exp(model loss) = {foundations_claims._fmt(ppl_row.figures['perplexity'], 6)}" in html
+    md = R.to_markdown(rep)
+    block = md.split("## Claims checked on this model")[1].split("\n## ")[0]
+    assert sentence in block and "| claim | measured on this model | rule for the verdict | verdict | note |" in block
+    claims_table = block[block.index("| claim | measured on this model"):]
+    assert claims_table.count("\n| ") == len(rows)  # one line per claim after the header (the separator starts "|-")
+    assert f"| claims | {len(rows)} |" in block
+
+    # The JSON report names the rows' type as before and loads back to the same rows, view and HTML.
+    import json
+
+    stored = json.loads(R.to_json(rep))["sections"]["foundations"]["results"]["claims"]
+    assert stored["type"] == "list" and stored["item_type"] == "inspector.analyses.foundations.ClaimRow"
+    back = R.report_from_json(R.to_json(rep))
+    assert all(type(r) is fd.ClaimRow for r in back.result("foundations", "claims"))
+    assert results_equal(back.result("foundations", "claims"), rows)
+    assert R.contract_view("foundations", back.section("foundations")) == blocks
+    assert _section_html(R.to_html(back)) == html
+
+
+def test_report_setting_chooses_the_corpus(tiny_gpt2, tmp_path, monkeypatch):
+    from inspector import analysis as contract
+    from inspector import report as R
+    from inspector.analyses import embeddings
+
+    analysis = contract.get("foundations")
+    assert isinstance(analysis, fd.FoundationsAnalysis) and analysis.own_page == "foundations"
+    (f,) = contract.settings_fields(analysis)
+    assert contract.settings_key(analysis, f) == "foundations_corpus" and f.default == "bundled"
+    assert R.DEFAULT_SETTINGS["foundations_corpus"] == "bundled"
+    with pytest.raises(InputError):
+        analysis.settings_from({"corpus": "elsewhere"})
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text(_TRAIN_TEXT * 3, encoding="utf-8")
+    monkeypatch.setattr(embeddings, "DEFAULT_CORPUS", corpus)
+    rows = R.build_report(tiny_gpt2, TEXT, sections=("foundations",), strict=True).result("foundations", "claims")
+    assert results_equal(rows, fd.claims_on_model(tiny_gpt2, TEXT, corpus_text=_TRAIN_TEXT * 3))
+    assert "seen in the corpus" in _row(rows, "norm_frequency").threshold
+    for setting in ("text", None):
+        rows = R.build_report(tiny_gpt2, TEXT, sections=("foundations",), strict=True,
+                              settings={"foundations_corpus": setting}).result("foundations", "claims")
+        assert "seen in the text" in _row(rows, "norm_frequency").threshold

@@ -260,16 +260,169 @@ def test_no_hooks_left_when_forward_raises():
 
 
 def test_hooks_ignore_other_threads(tiny_gpt2):
+    from inspector import capture
     from inspector.inputs import encode
 
     enc = encode(tiny_gpt2, TEXT)
     before = _warm(tiny_gpt2)
-    with L.norm_hooks(tiny_gpt2) as sink:
+    options = capture.CaptureOptions(attention_stats=False, logits=False, norms=True)
+    with capture.capture(tiny_gpt2, options) as col:
         t = threading.Thread(target=lambda: tiny_gpt2.model(enc.input_ids, use_cache=False))
         t.start()
         t.join()
-        assert sink.data == {}  # another session's forward is not recorded
+        assert col.norms.data == {}  # another session's forward is not recorded
         with torch.no_grad():
             tiny_gpt2.model(enc.input_ids, use_cache=False)
-        assert set(sink.data) == set(L.layernorm_stats(tiny_gpt2).names)
+        assert set(col.norms.data) == set(L.layernorm_stats(tiny_gpt2).names)
     assert _no_hooks_left(tiny_gpt2, before)
+
+
+# --------------------------------------------------------------------------- the report section (contract)
+
+
+def _layernorm_section(lm, text=TEXT, **settings):
+    from inspector import report as R
+
+    rep = R.build_report(lm, text, sections=("layernorm",), strict=True, settings=settings or None)
+    sec = rep.section("layernorm")
+    assert sec.available, str(sec)
+    return rep, R.contract_view("layernorm", sec)
+
+
+def _blocks(view, kind):
+    return [b for b in view if isinstance(b, kind)]
+
+
+def test_section_view_carries_gamma_beta_figures(spread_gpt2):
+    from inspector import report as R
+    from inspector.analysis import Chart, Metric, Note, Table
+
+    rep, view = _layernorm_section(spread_gpt2, layernorm_bins=25)
+    modules = dict(spread_gpt2.model.named_modules())
+    names = [n for n, m in spread_gpt2.model.named_modules() if isinstance(m, torch.nn.LayerNorm)]
+    g = np.concatenate([modules[n].weight.detach().double().numpy() for n in names])
+    b = np.concatenate([modules[n].bias.detach().double().numpy() for n in names])
+    in_band = np.count_nonzero((g >= 0.2) & (g <= 0.4)) / g.size
+    near_zero = np.count_nonzero(np.abs(b) < 0.05) / b.size
+    sentence = _blocks(view, Note)[0].text
+    assert sentence == (f"{len(names)} normalisation layers. Over all of them: γ mean {R._fmt(g.mean())}, "
+                        f"median {R._fmt(np.median(g))}; {in_band:.1%} of γ lie in [0.2, 0.4]; "
+                        f"{near_zero:.1%} of β have |β| < 0.05.")
+    metrics = {m.label: m.value for m in _blocks(view, Metric)}
+    assert metrics["Norm layers"] == len(names)
+    assert metrics["γ mean (all layers)"] == pytest.approx(g.mean(), abs=1e-12)
+    assert metrics["Share of γ in [0.2, 0.4]"] == pytest.approx(in_band)
+    assert metrics["Share of β with |β| < 0.05"] == pytest.approx(near_zero)
+
+    charts = {c.title: c for c in _blocks(view, Chart)}
+    hist_g, hist_b = charts["γ over all layers"], charts["β over all layers"]
+    counts, edges = np.histogram(g, bins=25)
+    assert hist_g.kind == "histogram" and hist_g.log_y and hist_g.markers == (("band lo", 0.2), ("band hi", 0.4))
+    np.testing.assert_allclose(hist_g.series[0][1], edges)
+    np.testing.assert_array_equal(hist_g.series[0][2], counts)
+    np.testing.assert_array_equal(hist_b.series[0][2], np.histogram(b, bins=25)[0])
+    assert hist_b.log_y and hist_b.markers == (("0", 0.0),)
+    short = [n.removeprefix("transformer.") for n in names]
+    bar = charts["median γ per layer"]
+    assert bar.kind == "bar" and bar.series[0][1] == tuple(short)
+    np.testing.assert_allclose(bar.series[0][2], [np.median(modules[n].weight.detach().double().numpy())
+                                                  for n in names])
+    heat = charts["γ histogram per layer (count)"]
+    assert heat.kind == "heatmap" and heat.row_labels == tuple(short) and len(heat.col_labels) == 25
+    for n, row in zip(names, heat.z):  # every layer binned on the pooled edges
+        np.testing.assert_array_equal(row, np.histogram(modules[n].weight.detach().double().numpy(), bins=edges)[0])
+
+    table = next(t for t in _blocks(view, Table) if t.title == "LayerNorm summary")
+    assert table.columns == ("layer", "role", "kind", "d", "γ mean", "γ std", "γ min", "γ max", "γ median",
+                             "γ in [0.2, 0.4]", "β mean", "β std", "|β| < 0.05")
+    assert [r[0] for r in table.rows] == names + ["all layers"]
+    first = modules[names[0]].weight.detach().double().numpy()
+    assert table.rows[0][3] == first.size and table.rows[0][4] == pytest.approx(first.mean(), abs=1e-12)
+    assert table.rows[0][8] == pytest.approx(np.median(first))
+    pooled = table.rows[-1]
+    assert pooled[3] == g.size and pooled[4] == pytest.approx(g.mean(), abs=1e-12)
+    assert pooled[6:8] == (g.min(), g.max()) and pooled[9] == pytest.approx(in_band)
+    assert pooled[10] == pytest.approx(b.mean(), abs=1e-12) and pooled[12] == pytest.approx(near_zero)
+
+    html, md = R.to_html(rep), R.to_markdown(rep)
+    assert f"γ mean {R._fmt(g.mean())}, median {R._fmt(np.median(g))}" in html
+    assert "|β| &lt; 0.05" in html and "γ over all layers" in html and "γ histogram per layer (count)" in html
+    assert f"<td>all layers</td><td></td><td></td><td class=\"num\">{g.size:,}</td>" in html
+    block = md.split("### LayerNorm summary")[1].split("\n## ")[0]
+    for n in names:
+        assert f"| {n} | " in block
+    assert f"| all layers |  |  | {g.size:,} | {R._fmt(g.mean())} |" in block
+
+
+def test_section_activations_match_hidden_states(tiny_gpt2):
+    from inspector import report as R
+    from inspector.analysis import Chart, Heading, Table
+    from inspector.inputs import encode
+
+    rep, view = _layernorm_section(tiny_gpt2)
+    enc = encode(tiny_gpt2, TEXT)
+    with torch.no_grad():
+        hs = tiny_gpt2.model(enc.input_ids, output_hidden_states=True, use_cache=False).hidden_states
+    h0 = hs[0][0].double()
+    ln = tiny_gpt2.model.transformer.h[0].ln_1
+    out0 = torch.nn.functional.layer_norm(hs[0][0], (h0.shape[-1],), ln.weight, ln.bias, ln.eps).double()
+    assert any(isinstance(b, Heading) and b.text == "What the norm layers do to this text" for b in view)
+    line = next(c for c in _blocks(view, Chart) if c.title == "activation std before and after each norm layer")
+    assert line.kind == "line" and line.log_y and [s[0] for s in line.series] == ["input std", "output std"]
+    assert line.series[0][2][0] == pytest.approx(h0.std(correction=0).item(), rel=1e-5)
+    assert line.series[1][2][0] == pytest.approx(out0.std(correction=0).item(), rel=1e-5)
+    table = next(t for t in _blocks(view, Table) if t.columns[2] == "tokens")
+    assert table.columns == ("layer", "role", "tokens", "input mean", "input std", "output mean", "output std")
+    assert [r[0] for r in table.rows] == L.layernorm_stats(tiny_gpt2).names
+    row = table.rows[0]
+    assert row[1:3] == ("ln_1", enc.n_tokens)
+    assert row[3] == pytest.approx(h0.mean().item(), abs=1e-6) and row[4] == pytest.approx(h0.std(correction=0).item(),
+                                                                                             rel=1e-5)
+    html = R.to_html(rep)
+    assert (f"<td>transformer.h.0.ln_1</td><td>ln_1</td><td class=\"num\">{enc.n_tokens}</td>"
+            f"<td class=\"num\">{R._fmt(row[3])}</td><td class=\"num\">{R._fmt(row[4])}</td>") in html
+    # the stored parts are the old ones, and a report read back from JSON gives the same view
+    assert set(rep.section("layernorm").results) == {"params", "activations"}
+    back = R.report_from_json(R.to_json(rep))
+    assert R.to_html(back).split('<section id="sec-layernorm">')[1].split("Computed in")[0] == \
+        html.split('<section id="sec-layernorm">')[1].split("Computed in")[0]
+
+
+def test_section_without_beta_and_unavailable_part(monkeypatch):
+    from family_models import tiny_family_model
+
+    from inspector import report as R
+    from inspector.analysis import Note
+    from inspector.errors import NotAvailableError
+
+    model, tok = tiny_family_model("llama")
+    lm = wrap(model, tok)
+    rep, view = _layernorm_section(lm)
+    norms = [m for _, m in L.find_norm_layers(model)]
+    g = torch.cat([m.weight.detach() for m in norms]).double().numpy()
+    assert _blocks(view, Note)[0].text.endswith(f"median {R._fmt(np.median(g))}; "
+                                                f"{np.count_nonzero((g >= 0.2) & (g <= 0.4)) / g.size:.1%} of γ lie "
+                                                "in [0.2, 0.4]; no β (RMSNorm: a gain γ only, no bias).")
+    summary = next(t for t in view if getattr(t, "title", "") == "LayerNorm summary")
+    assert summary.rows[-1][10:] == (None, None, None)
+    assert not any(getattr(c, "title", "") == "β over all layers" for c in view)
+
+    def unavailable(*args, **kwargs):
+        raise NotAvailableError("no norm inputs here")
+
+    monkeypatch.setattr(L, "layernorm_activations", unavailable)
+    rep, view = _layernorm_section(lm)
+    assert isinstance(rep.section("layernorm").results["activations"], L.Unavailable)
+    assert view[-1] == Note("not available: no norm inputs here", level="warning")
+    assert "no norm inputs here" in R.to_html(rep)
+
+
+def test_settings_key_and_default():
+    from inspector import analysis, report as R
+
+    a = analysis.get("layernorm")
+    assert isinstance(a, L.LayerNormAnalysis) and a.own_page == "layernorm" and a.report_parts
+    (f,) = analysis.settings_fields(a)
+    assert analysis.settings_key(a, f) == "layernorm_bins" and f.default == R.DEFAULT_SETTINGS["layernorm_bins"]
+    with pytest.raises(InputError):
+        a.settings_from({"bins": 0})

@@ -425,3 +425,185 @@ def test_results_round_trip_through_json(gpt2, bert_mlm, bert_pt):
         d = json.loads(json.dumps(to_dict(res)))
         back = from_dict(type(res), d)
         assert results_equal(res, back), type(res).__name__
+
+
+# --------------------------------------------------------------------------- the report section (LossAnalysis)
+
+
+def _metrics(blocks) -> dict:
+    from inspector.analysis import Metric
+
+    return {b.label: b.value for b in blocks if isinstance(b, Metric)}
+
+
+def _number(value) -> float:
+    return float(str(value).replace(",", ""))
+
+
+def _section_html(rep) -> str:
+    from inspector import report as R
+
+    html = R.to_html(rep)
+    sec = html[html.index('id="sec-loss"'):]
+    return sec[:sec.index("</section>")]
+
+
+def test_loss_section_causal_view_html_and_markdown(gpt2):
+    from inspector import report as R
+    from inspector.analysis import Chart, ColouredTokens, Heading, Table
+    from inspector.tokens import visible
+
+    text = SHORT + " Then the fox sleeps."
+    rep = R.build_report(gpt2, text, sections=("loss",), strict=True)
+    ids = _ids(gpt2, text)
+    T = ids.shape[1]
+    with torch.no_grad():
+        logits = gpt2.model(ids, use_cache=False).logits[0, :-1].double()
+    logp = torch.log_softmax(logits, -1)
+    ce = -logp[torch.arange(T - 1), ids[0, 1:]].numpy()  # independent per-token loss, positions 1..T-1
+    blocks = R.contract_view("loss", rep.section("loss"))
+    m = _metrics(blocks)
+    label = f"Perplexity (next token, first token unscored; {T - 1} tokens)"
+    assert _number(m[label]) == pytest.approx(math.exp(ce.mean()), rel=1e-5)
+    assert m["mean loss (nats/token)"] == pytest.approx(ce.mean(), rel=1e-5)
+    assert m["bits per token"] == pytest.approx(ce.mean() / math.log(2), rel=1e-5)
+    assert m["scored tokens"] == T - 1 and m["window / stride / windows"] == "64 / 32 / 1"
+    assert m["top-1 accuracy"] == pytest.approx(float((logits.argmax(-1) == ids[0, 1:]).double().mean()))
+
+    bar, hist = [b for b in blocks if isinstance(b, Chart)]
+    assert bar.kind == "bar" and bar.title == "loss of each predicted token" and bar.reference_label == "mean"
+    np.testing.assert_allclose(bar.series[0][2], ce, rtol=1e-5)
+    assert bar.reference == pytest.approx(ce.mean(), rel=1e-5)
+    assert list(bar.series[0][1]) == [visible(gpt2.tokenizer.decode([int(i)])) for i in ids[0, 1:]]
+    counts, edges = np.histogram(ce, bins=30)
+    assert list(hist.series[0][2]) == counts.tolist()
+    np.testing.assert_allclose(hist.series[0][1], edges, rtol=1e-5)
+    assert hist.markers[0][0] == "mean" and hist.markers[0][1] == pytest.approx(ce.mean(), rel=1e-5)
+    coloured = next(b for b in blocks if isinstance(b, ColouredTokens))
+    assert coloured.values[0] is None
+    np.testing.assert_allclose(coloured.values[1:], ce, rtol=1e-5)
+
+    worst = next(b for b in blocks if isinstance(b, Table) and b.title == "Most surprising tokens")
+    expected_order = (np.argsort(-ce, kind="stable")[:10] + 1).tolist()
+    assert [row[0] for row in worst.rows] == expected_order
+    for row in worst.rows:
+        assert row[2] == pytest.approx(ce[row[0] - 1], rel=1e-5)
+        assert row[3] == pytest.approx(math.exp(-ce[row[0] - 1]), rel=1e-5)
+        assert row[4] == 1 + int((logp[row[0] - 1] > logp[row[0] - 1, ids[0, row[0]]]).sum())
+    # The gradient part at the default position (the last prediction): its loss is the last token's CE.
+    assert Heading(f"Gradient of the loss at position {T - 2} (next-token)") in blocks
+    grad = blocks[blocks.index(Heading(f"Gradient of the loss at position {T - 2} (next-token)")):]
+    assert _metrics(grad)["loss (nats)"] == pytest.approx(ce[-1], rel=1e-5)
+
+    res = rep.result("loss", "loss")
+    html = _section_html(rep)
+    assert html.count("<svg") == 2 and "<h3>Most surprising tokens</h3>" in html
+    assert f"<tr><td>{label}</td><td>{m[label]}</td></tr>" in html
+    assert "Tokens coloured by their loss (darker = more surprising):" in html
+    for p, v in zip(res.positions, res.ce_nats):
+        assert f'title="#{int(p)}: {R._fmt(float(v))} nats"' in html
+    md = R.to_markdown(rep)
+    assert f"| {label} | {m[label]} |" in md and "### Most surprising tokens" in md
+    assert f"| mean loss (nats/token) | {res.mean_ce_nats:.6g} |" in md
+    assert R.blocks_text(rep)[0].startswith(f"Loss and perplexity: {label} {m[label]}; ")
+
+
+def test_loss_section_masked_lm_with_pll_nsp_and_gradient(bert_pt):
+    from inspector import report as R
+    from inspector.analysis import Heading, Table
+
+    text, pair = "the cat sat on the mat, and then it slept.", "the dog barked."
+    rep = R.build_report(bert_pt, text, sections=("loss",), strict=True, text_pair=pair)
+    sec = rep.section("loss")
+    assert set(sec.results) == {"loss", "pll", "nsp", "gradient"}
+    res = rep.result("loss", "loss")
+    tok = bert_pt.tokenizer
+    ids = torch.tensor([tok(text)["input_ids"]])  # the MLM loss reads the first sentence alone
+    corrupted, labels = ids.clone(), torch.full_like(ids, -100)
+    corrupted[0, torch.as_tensor(res.positions) + 1] = torch.as_tensor(res.replacement_ids)
+    labels[0, torch.as_tensor(res.positions) + 1] = torch.as_tensor(res.original_ids)
+    with torch.no_grad():
+        out = bert_pt.model(input_ids=corrupted, labels=labels, next_sentence_label=torch.tensor([0]))
+        mlm = float(torch.nn.functional.cross_entropy(out.prediction_logits[0], labels[0], ignore_index=-100))
+    blocks = R.contract_view("loss", sec)
+    m = _metrics(blocks[:blocks.index(Heading("Pseudo-log-likelihood (each token masked in turn)"))])
+    assert _number(m[f"Perplexity (MLM, seeded 15 % masked, seed 0; {len(res.positions)} tokens)"]) == pytest.approx(
+        math.exp(mlm), rel=1e-5)
+    assert m["MLM loss (nats)"] == pytest.approx(mlm, rel=1e-5)
+    n_content = ids.shape[1] - 2
+    assert m["chosen / content tokens"] == f"{max(1, math.floor(0.15 * n_content + 0.5))} / {n_content}"
+    table = next(b for b in blocks if isinstance(b, Table) and "model saw" in b.columns)
+    assert [row[0] for row in table.rows] == res.positions.tolist()
+    for row, rid, oid in zip(table.rows, res.replacement_ids, res.original_ids):
+        assert row[3] == ("[MASK]" if rid == tok.mask_token_id else "unchanged" if rid == oid else "random")
+
+    # PLL: each content token masked in turn, plain forward passes.
+    lps = []
+    for i in range(1, ids.shape[1] - 1):
+        masked = ids.clone()
+        masked[0, i] = tok.mask_token_id
+        with torch.no_grad():
+            lg = bert_pt.model(input_ids=masked).prediction_logits[0, i].double()
+        lps.append(float(torch.log_softmax(lg, -1)[ids[0, i]]))
+    pll = _metrics(blocks[blocks.index(Heading("Pseudo-log-likelihood (each token masked in turn)")):
+                          blocks.index(Heading("Next-sentence prediction"))])
+    assert _number(pll[f"Perplexity (pseudo, each token masked in turn; {len(lps)} tokens)"]) == pytest.approx(
+        math.exp(-np.mean(lps)), rel=1e-5)
+    assert pll["PLL (nats)"] == pytest.approx(sum(lps), rel=1e-5)
+
+    # NSP on the pair, and the gradient at the middle ordinary token of the pair's encoding.
+    enc = tok(text, pair, return_tensors="pt")
+    with torch.no_grad():
+        p_next = float(torch.softmax(bert_pt.model(**enc).seq_relationship_logits[0].double(), -1)[0])
+    assert _metrics(blocks)["P(IsNext)"] == pytest.approx(p_next, rel=1e-5)
+    special = set(tok.all_special_ids)
+    content = [i for i, t in enumerate(enc["input_ids"][0].tolist()) if t not in special]
+    pos = content[len(content) // 2]
+    masked = enc["input_ids"].clone()
+    masked[0, pos] = tok.mask_token_id
+    with torch.no_grad():
+        lg = bert_pt.model(input_ids=masked, token_type_ids=enc["token_type_ids"]).prediction_logits[0, pos].double()
+    heading = Heading(f"Gradient of the loss at position {pos} (masked-token)")
+    grad = _metrics(blocks[blocks.index(heading):])
+    assert grad["loss (nats)"] == pytest.approx(-float(torch.log_softmax(lg, -1)[enc["input_ids"][0, pos]]), rel=1e-4)
+
+    html = _section_html(rep)
+    for h in ("Pseudo-log-likelihood (each token masked in turn)", "Next-sentence prediction", heading.text):
+        assert f"<h3>{h}</h3>" in html
+    assert f"<tr><td>MLM loss (nats)</td><td>{res.loss:.6g}</td></tr>" in html
+    assert f"<tr><td>P(IsNext)</td><td>{R._fmt(rep.result('loss', 'nsp').p_is_next)}</td></tr>" in html
+    md = R.to_markdown(rep)
+    assert "### Next-sentence prediction" in md and f"| MLM loss (nats) | {res.loss:.6g} |" in md
+
+
+def test_loss_section_settings_parts_and_json(gpt2, bert_mlm, bert_encoder):
+    from inspector import report as R
+
+    rep = R.build_report(gpt2, LONG, sections=("loss",), strict=True,
+                         settings={"loss_top_k": 3, "loss_stride": 16, "gradient_position": 2})
+    assert (rep.settings["loss_top_k"], rep.settings["loss_stride"], rep.settings["gradient_position"]) == (3, 16, 2)
+    res = rep.result("loss", "loss")
+    ids = _ids(gpt2, LONG)[:, :64]  # the report analyses the text cut to the context
+    nll, n, n_windows = _hf_guide_nll(gpt2.model, ids, 64, 16)
+    assert res.top_ids.shape[1] == 3 and res.n_windows == n_windows == 1
+    assert res.mean_ce_nats == pytest.approx(nll / n, rel=1e-5)
+    assert rep.result("loss", "gradient").position == 2
+    doc = json.loads(R.render(rep, "json"))
+    types = {k: v["type"] for k, v in doc["sections"]["loss"]["results"].items()}
+    assert types == {"loss": "inspector.analyses.loss.CausalLossReport",
+                     "gradient": "inspector.analyses.loss.GradientCheck"}
+    assert R.reports_equal(rep, R.report_from_json(R.render(rep, "json")))
+
+    short = R.build_report(bert_mlm, SHORT, sections=("loss",), strict=True,
+                           settings={"mlm_pll_max_tokens": 3, "mlm_seed": 5})
+    assert set(short.section("loss").results) == {"loss", "gradient"}  # PLL skipped (too long), no NSP head
+    assert short.result("loss", "loss").seed == 5
+    for bad in ({"loss_top_k": 0}, {"mlm_seed": -1}, {"loss_stride": 0}):
+        with pytest.raises(InputError):
+            R.build_report(gpt2, SHORT, sections=("loss",), settings=bad, strict=True)
+
+    none = R.build_report(bert_encoder, SHORT, sections=("loss",), strict=True)
+    sec = none.section("loss")
+    assert sec.status == "unavailable"
+    assert sec.reason == (f"Loss needs a language-model head; this model is {bert_encoder.kind.label}, "
+                          "so it has no loss or perplexity.")
