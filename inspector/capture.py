@@ -32,7 +32,7 @@ import math
 import threading
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 import torch
@@ -44,7 +44,7 @@ ATTENTION_NAME = "inspector_sdpa"
 
 _active_collector: contextvars.ContextVar["_Collector | None"] = contextvars.ContextVar(
     "inspector_active_collector", default=None)
-_active_norms: contextvars.ContextVar["_NormCollector | None"] = contextvars.ContextVar(
+_active_norms: contextvars.ContextVar["Callable | None"] = contextvars.ContextVar(
     "inspector_active_norms", default=None)
 _install_lock = threading.Lock()
 _registered = False
@@ -303,35 +303,44 @@ def _first_tensor(args: tuple, kwargs: dict) -> torch.Tensor | None:
 
 
 @contextmanager
-def _norm_hooks(lm: LoadedModel, norms: _NormCollector) -> Iterator[_NormCollector]:
-    """A reducing forward hook on every norm layer of `lm`, `norms` active in this context; both undone on exit.
+def observe_norms(lm: LoadedModel, observe: Callable[[str, torch.Tensor, torch.Tensor], None]) -> Iterator[None]:
+    """`observe(module path, input, output)` for every norm-layer call of the forwards run in this context.
 
-    A hook records only while `norms` is the collector active in the context running the forward, so a
-    plain forward by another thread (its own context) passes through it untouched. `lm.lock` is held while
-    the hooks exist: other hook users (Captum, corpus scoring) wait rather than see them."""
+    The one norm-layer hook mechanism (LayerNorm statistics, massive activations, corpus RMS all use it): a
+    forward hook on every norm layer, attached for the block only and removed in `finally`. A hook records
+    only while `observe` is the observer active in the context running the forward, so a plain forward by
+    another thread (its own context) passes through untouched. `lm.lock` is held while the hooks exist:
+    other hook users (Captum, another capture) wait rather than see them."""
     handles = []
 
     def make(name: str):
         def hook(mod, args, kwargs, output):
-            if _active_norms.get() is not norms:
+            if _active_norms.get() is not observe:
                 return  # another session's forward on the shared model: not ours
             x = _first_tensor(args, kwargs)
             y = output[0] if isinstance(output, tuple) else output
             if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
-                norms.observe(name, x, y)
+                observe(name, x, y)
         return hook
 
     with getattr(lm, "lock", None) or nullcontext():
-        token = _active_norms.set(norms)
+        token = _active_norms.set(observe)
         try:
             for name, module in find_norm_layers(lm.model):
-                norms.layers.append(name)
                 handles.append(module.register_forward_hook(make(name), with_kwargs=True))
-            yield norms
+            yield
         finally:
             for h in handles:
                 h.remove()
             _active_norms.reset(token)
+
+
+@contextmanager
+def _norm_hooks(lm: LoadedModel, norms: _NormCollector) -> Iterator[_NormCollector]:
+    """`observe_norms` feeding a NormStats collector (CaptureOptions.norms)."""
+    norms.layers.extend(name for name, _ in find_norm_layers(lm.model))
+    with observe_norms(lm, norms.observe):
+        yield norms
 
 
 def norm_stats(collector: "_Collector") -> dict[str, NormStats] | None:

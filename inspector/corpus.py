@@ -36,7 +36,6 @@ import os
 import re
 import sys
 import tempfile
-import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -183,32 +182,14 @@ def _merge_norm(a: np.ndarray | None, b: np.ndarray) -> np.ndarray:
 
 @contextmanager
 def _norm_input_hooks(lm: LoadedModel, sink: dict[str, np.ndarray]):
-    """Forward pre-hooks on every norm layer adding the RMS of its input vectors to `sink`; always removed.
+    """The RMS of every norm layer's input vectors added to `sink` (mergeable), through capture's norm hooks."""
+    def observe(name: str, x: torch.Tensor, y: torch.Tensor) -> None:
+        rms = x.detach().double().pow(2).mean(dim=-1).sqrt().reshape(-1)
+        v = np.array([rms.numel(), float(rms.sum()), float(rms.pow(2).sum()), float(rms.max())])
+        sink[name] = _merge_norm(sink.get(name), v)
 
-    Holds `lm.lock` (other hook users wait) and records only this thread's forwards."""
-    from .analyses.layernorm import find_norm_layers
-
-    owner = threading.get_ident()
-    handles = []
-
-    def make(name):
-        def hook(module, args):
-            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
-            if x is None or threading.get_ident() != owner:
-                return
-            rms = x.detach().double().pow(2).mean(dim=-1).sqrt().reshape(-1)
-            v = np.array([rms.numel(), float(rms.sum()), float(rms.pow(2).sum()), float(rms.max())])
-            sink[name] = _merge_norm(sink.get(name), v)
-        return hook
-
-    with lm.lock:
-        try:
-            for name, module in find_norm_layers(lm.model):
-                handles.append(module.register_forward_pre_hook(make(name)))
-            yield sink
-        finally:
-            for h in handles:
-                h.remove()
+    with capture.observe_norms(lm, observe):
+        yield sink
 
 
 def process_batches(lm: LoadedModel, ids: torch.Tensor, groups, state: CorpusState, hist_bins: int) -> None:

@@ -14,7 +14,6 @@ pre-hooks on the norm layers attached for the same forward (always removed, held
 """
 from __future__ import annotations
 
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -93,13 +92,15 @@ class DecoderSignals:
 
 
 class _InputSink:
-    def __init__(self, owner: int, token_mask: torch.Tensor, k: int):
-        self.owner, self.token_mask, self.k = owner, token_mask, k
+    """The k largest |x| of every norm layer's input (with their token and feature) and the median |x|."""
+
+    def __init__(self, token_mask: torch.Tensor, k: int):
+        self.token_mask, self.k = token_mask, k
         self.data: dict[str, tuple] = {}
 
     @torch.no_grad()
-    def observe(self, name: str, x: torch.Tensor) -> None:
-        if threading.get_ident() != self.owner or x.dim() != 3:
+    def observe(self, name: str, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
+        if x.dim() != 3:
             return
         a = x.detach().float()  # (B, T, D)
         B, T, D = a.shape
@@ -118,21 +119,10 @@ class _InputSink:
 
 @contextmanager
 def norm_input_hooks(lm: LoadedModel, token_mask: torch.Tensor, k: int):
-    """Pre-hooks reducing every norm layer's input to its k largest |x|; always removed; under lm.lock."""
-    sink = _InputSink(threading.get_ident(), token_mask, k)
-    handles = []
-    with lm.lock:
-        try:
-            for name, module in find_norm_layers(lm.model):
-                def hook(mod, args, kwargs, _name=name):
-                    x = args[0] if args else next((v for v in kwargs.values() if isinstance(v, torch.Tensor)), None)
-                    if isinstance(x, torch.Tensor):
-                        sink.observe(_name, x)
-                handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
-            yield sink
-        finally:
-            for h in handles:
-                h.remove()
+    """Every norm layer's input reduced to its k largest |x|, through capture's norm-layer hooks."""
+    sink = _InputSink(token_mask, k)
+    with capture.observe_norms(lm, sink.observe):
+        yield sink
 
 
 def gamma_outliers(gamma: np.ndarray, z_threshold: float) -> tuple[float, float, np.ndarray, np.ndarray]:
