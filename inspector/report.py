@@ -16,9 +16,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -29,7 +27,7 @@ import numpy as np
 
 from . import analysis as _contract
 from .analysis import Unavailable
-from .errors import InputError, InspectorError, NotAvailableError, ReportPathError
+from .errors import InputError, InspectorError, NotAvailableError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .inputs import Encoded
@@ -457,113 +455,6 @@ def _run_compare(lm_a, lm_b, enc, kwargs) -> dict:
     return {"comparison": compare.compare_models(lm_a, lm_b, enc.text, **kwargs)}
 
 
-# --------------------------------------------------------------------------- JSON
-
-
-def _type_name(obj) -> str:
-    cls = type(obj)
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _resolve_type(name: str):
-    """The dataclass named `name`, only from inspector's own modules (a report file never picks code)."""
-    module, _, qual = name.rpartition(".")
-    if not (module == "inspector" or module.startswith("inspector.")) or not qual.isidentifier():
-        raise InputError(f"The report names a result type outside inspector: '{name}'.")
-    try:
-        cls = getattr(importlib.import_module(module), qual)
-    except (ImportError, AttributeError):
-        return None
-    return cls if isinstance(cls, type) and dataclasses.is_dataclass(cls) else None
-
-
-def _encode_part(value) -> dict:
-    from .analyses._common import to_dict
-
-    if isinstance(value, Unavailable):
-        return {"type": "unavailable", "reason": value.reason, "status": value.status}
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {"type": _type_name(value), "data": to_dict(value)}
-    if isinstance(value, (list, tuple)) and value and all(
-            dataclasses.is_dataclass(v) and type(v) is type(value[0]) for v in value):
-        return {"type": "list", "item_type": _type_name(value[0]), "items": [to_dict(v) for v in value]}
-    return {"type": "json", "data": to_dict(value)}
-
-
-def _decode_part(d: dict):
-    from .analyses._common import from_dict
-
-    kind = d.get("type")
-    if kind == "unavailable":
-        return Unavailable(d.get("reason", ""), d.get("status", "unavailable"))
-    if kind == "json":
-        return d.get("data")
-    if kind == "list":
-        cls = _resolve_type(d["item_type"])
-        return [from_dict(cls, x) if cls else x for x in d.get("items", [])]
-    cls = _resolve_type(str(kind))
-    return from_dict(cls, d["data"]) if cls else d.get("data")
-
-
-def to_json(report: Report, *, indent: int | None = None) -> str:
-    """The whole report as JSON (schema `schema_version`): every number the HTML shows, and more."""
-    from .analyses._common import to_dict
-
-    doc = {
-        "schema_version": report.schema_version,
-        "generator": "inspector",
-        "kind": report.kind,
-        "created_utc": report.created_utc,
-        "seconds": report.seconds,
-        "model": to_dict(report.model),
-        "model_b": to_dict(report.model_b),
-        "text": report.text,
-        "text_pair": report.text_pair,
-        "settings": to_dict(report.settings),
-        "versions": to_dict(report.versions),
-        "sections": {
-            name: {"status": sec.status, "reason": sec.reason, "seconds": sec.seconds,
-                   "results": {part: _encode_part(v) for part, v in sec.results.items()}}
-            for name, sec in report.sections.items()
-        },
-    }
-    doc["summary"] = to_dict(summary(report))  # derived figures the HTML shows; ignored when loading
-    # allow_nan: ±inf (rare; NaN is already None) is written as Infinity, which json.loads reads.
-    return json.dumps(doc, indent=indent, ensure_ascii=False, allow_nan=True)
-
-
-def report_from_json(s: str | bytes) -> Report:
-    """Load a JSON report back into result dataclasses (equal to the original: see `reports_equal`)."""
-    try:
-        doc = json.loads(s)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"This is not a JSON report: {exc}.") from None
-    if not isinstance(doc, dict) or "schema_version" not in doc or "sections" not in doc:
-        raise InputError("This JSON file is not an inspector report (no schema_version/sections).")
-    version = doc["schema_version"]
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise InputError(f"This report has schema version {version}; this inspector reads up to {SCHEMA_VERSION}.",
-                         "Open it with a newer inspector.")
-    sections = {}
-    for name, sec in doc["sections"].items():
-        sections[name] = Section(
-            name=name, status=sec.get("status", "ok"), reason=sec.get("reason", ""),
-            results={part: _decode_part(v) for part, v in sec.get("results", {}).items()},
-            seconds=float(sec.get("seconds", 0.0)))
-    return Report(
-        schema_version=version, kind=doc.get("kind", "model"), created_utc=doc.get("created_utc", ""),
-        text=doc.get("text", ""), text_pair=doc.get("text_pair"), model=doc.get("model") or {},
-        settings=doc.get("settings") or {}, versions=doc.get("versions") or {}, sections=sections,
-        model_b=doc.get("model_b"), seconds=float(doc.get("seconds", 0.0)))
-
-
-def reports_equal(a: Report, b: Report, *, rtol: float = 0.0, atol: float = 0.0) -> bool:
-    """Deep equality of two reports, arrays compared with numpy (NaN equal to NaN)."""
-    from .analyses._common import results_equal
-
-    return results_equal(a, b, rtol=rtol, atol=atol)
-
-
 # --------------------------------------------------------------------------- writers (report_markdown.py, report_html.py)
 
 # The writers import this module; it imports them only when called, so either side may be imported first.
@@ -599,107 +490,7 @@ def summary(report: Report) -> dict:
 
     return derive(report)
 
-# --------------------------------------------------------------------------- writing
 
-_WRITERS: dict[str, Callable[[Report], str]] = {"html": to_html, "json": lambda r: to_json(r, indent=1),
-                                                 "md": to_markdown}
-
-
-def format_for_path(path: str | os.PathLike, fmt: str | None = None) -> str:
-    """The output format: `fmt` if given ("html" | "json" | "md"), else from the file suffix."""
-    if fmt is not None:
-        fmt = {"markdown": "md", "htm": "html"}.get(fmt.lower().lstrip("."), fmt.lower().lstrip("."))
-        if fmt not in _WRITERS:
-            raise ReportPathError(f"Unknown report format '{fmt}'.", "Choose html, json or md.")
-        return fmt
-    suffix = Path(path).suffix.lower()
-    if suffix not in FORMATS:
-        raise ReportPathError(f"Cannot tell the report format from '{Path(path).name}'.",
-                              "Name the file .html, .json or .md, or give the format explicitly (--format).")
-    return FORMATS[suffix]
-
-
-def render(report: Report, fmt: str) -> str:
-    return _WRITERS[format_for_path("", fmt)](report)
-
-
-def check_output_path(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Refuse a directory, an existing file (unless `overwrite`) or a folder that is missing or not writable.
-
-    Called by `write_report`, and by the CLI before any work so a long run never ends in "exists".
-    """
-    p = Path(os.path.expanduser(str(path)))
-    if str(path).strip() == "":
-        raise ReportPathError("No output file given.", "Give a file name such as report.html.")
-    if p.is_dir():
-        raise ReportPathError(f"'{p}' is a directory.", "Give a file name inside it, such as report.html.")
-    if (p.exists() or p.is_symlink()) and not overwrite:
-        raise ReportPathError(f"'{p}' already exists.")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.exists():
-        raise ReportPathError(f"The folder '{parent}' does not exist.", "Create it first, or choose another path.")
-    if not parent.is_dir():
-        raise ReportPathError(f"'{parent}' is not a folder.", "Choose another output path.")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ReportPathError(f"The folder '{parent}' is not writable.", "Choose a folder you can write to.")
-    return p
-
-
-def write_report(report: Report, path: str | os.PathLike, *, fmt: str | None = None,
-                 overwrite: bool = False) -> Path:
-    """Write `report` to `path` atomically: a temporary file in the same folder, then a rename.
-
-    Readers never see a half-written report, and an existing file is replaced only with
-    `overwrite` (otherwise `ReportPathError`). Returns the path written.
-    """
-    p = check_output_path(path, overwrite=overwrite)
-    fmt = format_for_path(path, fmt)
-    content = _WRITERS[fmt](report).encode("utf-8")
-    parent = p.parent if str(p.parent) else Path(".")
-    tmp = None
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(content)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, _file_mode(p))
-        if overwrite:
-            os.replace(tmp, p)
-        else:
-            _link_new(tmp, p)  # fails if another writer created `p` meanwhile: never clobber it
-        tmp = None
-    except ReportPathError:
-        raise
-    except OSError as exc:
-        raise ReportPathError(f"Cannot write '{p}': {exc.strerror or exc}.",
-                              "Check that the folder is writable and the disk is not full.") from None
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-    return p
-
-
-def _link_new(tmp: str, dest: Path) -> None:
-    """Move `tmp` to `dest` only if `dest` does not exist (hard link + unlink; rename where links fail)."""
-    try:
-        os.link(tmp, dest)
-    except FileExistsError:
-        raise ReportPathError(f"'{dest}' already exists.") from None
-    except OSError:  # file systems without hard links
-        if dest.exists():
-            raise ReportPathError(f"'{dest}' already exists.") from None
-        os.replace(tmp, dest)
-        return
-    os.unlink(tmp)
-
-
-def _file_mode(dest: Path) -> int:
-    """Keep the mode of a file being replaced; new files get 0644 (mkstemp's 0600 is too private)."""
-    try:
-        return dest.stat().st_mode & 0o777
-    except OSError:
-        return 0o644
+# JSON and files live in their own modules; they need the names above, so they are imported last.
+from .report_json import _type_name, report_from_json, reports_equal, to_json  # noqa: E402, F401
+from .report_files import check_output_path, format_for_path, render, write_report  # noqa: E402

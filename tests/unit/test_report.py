@@ -12,7 +12,7 @@ import pytest
 
 from conftest import make_gpt2_tokenizer, tiny_bert_model, tiny_gpt2_model
 from inspector import report as R
-from inspector import svg_charts
+from inspector import report_files, svg_charts
 from inspector.analyses import foundations
 from inspector.errors import InputError, ReportPathError
 from inspector.models import wrap
@@ -376,7 +376,7 @@ def test_write_report_formats_and_refusals(gpt2_report, tmp_path):
 
 
 def test_write_report_unwritable_folder_and_failed_write(gpt2_report, tmp_path, monkeypatch):
-    monkeypatch.setattr(R.os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
     with pytest.raises(ReportPathError, match="not writable"):
         R.write_report(gpt2_report, tmp_path / "r.html")
     monkeypatch.undo()
@@ -384,8 +384,8 @@ def test_write_report_unwritable_folder_and_failed_write(gpt2_report, tmp_path, 
     def fail(*a, **k):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(R.os, "link", fail)
-    monkeypatch.setattr(R.os, "replace", fail)
+    monkeypatch.setattr(os, "link", fail)
+    monkeypatch.setattr(os, "replace", fail)
     with pytest.raises(ReportPathError, match="No space left"):
         R.write_report(gpt2_report, tmp_path / "r.html")
     assert os.listdir(tmp_path) == []  # the temporary file was removed
@@ -400,7 +400,7 @@ def test_write_report_never_clobbers_a_file_created_meanwhile(gpt2_report, tmp_p
         target.write_text("someone else's file")  # appears between the check and the rename
         return p
 
-    monkeypatch.setattr(R, "check_output_path", racing_check)
+    monkeypatch.setattr(report_files, "check_output_path", racing_check)  # what write_report calls
     with pytest.raises(ReportPathError, match="already exists"):
         R.write_report(gpt2_report, target)
     assert target.read_text() == "someone else's file" and os.listdir(tmp_path) == ["r.json"]
