@@ -19,6 +19,11 @@ What can be compared depends on the pair, and the report says which parts apply 
 it raises only on bad input (empty or one-token text, bad settings). Every probability is
 computed in float64 from `log_softmax` of the model's logits; logits are formed only for the
 compared positions, in chunks, so memory stays bounded for long texts and large vocabularies.
+
+One concern that reads better whole (about 800 lines): the prediction side of a comparison, where the
+tokenizer check, the hidden rows per compared position, the divergences and the word alignment feed
+each other and share their reasons for not applying; the weight side is in `compare_weights` and the
+scoring machinery in `scoring`.
 """
 from __future__ import annotations
 
