@@ -771,15 +771,19 @@ def chart_figure(chart) -> go.Figure:
         z = np.asarray(chart.z, dtype=float)
         if not z.size:
             return _empty(f"{chart.title}: no data")
-        fig.add_trace(go.Heatmap(z=z, x=[html.escape(str(c), quote=False) for c in chart.col_labels] or None,
-                                 y=[html.escape(str(r), quote=False) for r in chart.row_labels] or None,
+        # positional axes with the labels as tick text: a label that repeats (a token) keeps its own row / column
+        cols = [html.escape(str(c), quote=False) for c in chart.col_labels] or [str(j) for j in range(z.shape[1])]
+        rows = [html.escape(str(r), quote=False) for r in chart.row_labels] or [str(i) for i in range(z.shape[0])]
+        hover = [[f"{r}<br>{c}" for c in cols] for r in rows]
+        fig.add_trace(go.Heatmap(z=z, x=list(range(len(cols))), y=list(range(len(rows))), customdata=hover,
                                  colorscale="RdBu_r" if chart.signed else "Viridis",
                                  zmid=0.0 if chart.signed and chart.zmin is None else None,
                                  zmin=chart.zmin, zmax=chart.zmax,
                                  colorbar=dict(title=chart.colorbar_title),
-                                 hovertemplate="%{y}<br>%{x}<br>%{z:.4g}<extra></extra>"))
-        fig.update_xaxes(type="category", tickangle=-60, tickfont=dict(size=9))
-        fig.update_yaxes(type="category", autorange="reversed")
+                                 hovertemplate="%{customdata}<br>%{z:.4g}<extra></extra>"))
+        fig.update_xaxes(tickmode="array", tickvals=list(range(len(cols))), ticktext=cols, tickangle=-60,
+                         tickfont=dict(size=9))
+        fig.update_yaxes(tickmode="array", tickvals=list(range(len(rows))), ticktext=rows, autorange="reversed")
         height = max(320, 28 * len(chart.row_labels) + 200)
     elif chart.kind == "histogram":
         name, edges, counts = chart.series[0] if chart.series else ("", (0.0, 1.0), ())
@@ -795,9 +799,12 @@ def chart_figure(chart) -> go.Figure:
     else:
         for i, (name, xs, ys) in enumerate(chart.series):
             color = PALETTE[i % len(PALETTE)]
-            if chart.kind == "bar":
-                fig.add_trace(go.Bar(x=[html.escape(str(x), quote=False) for x in xs], y=list(ys), name=name,
-                                     marker_color=color))
+            if chart.kind == "bar":  # positional x: a label that repeats (a token) keeps its own bar
+                fig.add_trace(go.Bar(x=list(range(len(xs))), y=list(ys), name=name, marker_color=color,
+                                     customdata=[html.escape(str(x), quote=False) for x in xs],
+                                     hovertemplate="%{customdata}: %{y:.4g}<extra></extra>"))
+                fig.update_xaxes(tickmode="array", tickvals=list(range(len(xs))),
+                                 ticktext=[html.escape(str(x), quote=False) for x in xs])
             else:
                 fig.add_trace(go.Scatter(x=list(xs), y=list(ys), mode="lines+markers" if chart.points else "lines",
                                          name=name, line=dict(color=color)))

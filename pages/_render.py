@@ -61,7 +61,7 @@ def _metric_row(metrics: list) -> None:
         row = metrics[i:i + 5]
         for col, m in zip(st.columns(len(row)), row):
             value = md_literal(m.value) if isinstance(m.value, str) else m.formatted()  # a token, a name: literal
-            col.metric(md_literal(m.label), value, help=md_literal(m.help) if m.help else None)
+            col.metric(m.label, value, help=md_literal(m.help) if m.help else None)
 
 
 def render_blocks(blocks, *, key_prefix: str) -> None:
@@ -95,3 +95,21 @@ def render_blocks(blocks, *, key_prefix: str) -> None:
                 st.caption(md_literal(b.caption))
             st.html(plots.colored_tokens_html(list(b.tokens), list(b.values), signed=b.signed,
                                               value_name=b.value_name, skip=list(b.special) or None))
+
+
+def report_view(ctx, name: str) -> None:
+    """The page's section as the report draws it (the analysis' declared view), behind a toggle: it runs the
+    whole section with the report's default settings, which can take seconds."""
+    a = contract.get(name)
+    st.divider()
+    if not st.toggle("Show this section as the report draws it", key=f"report_view_{name}",
+                     help="The same declared tables and charts as the HTML / Markdown report and the CLI "
+                          "(default settings), computed on the sidebar's text."):
+        return
+    ok, reason = a.available(ctx.lm)
+    if not ok:
+        st.info(md_literal(reason))
+        return
+    with _common.guard(f"the report view of {a.title}"):
+        result = run_registered(name, ctx.lm, ctx.text, ctx.text_pair, {})
+        render_blocks(a.view(result), key_prefix=f"report_view_{name}")

@@ -80,3 +80,5 @@ with _common.guard("the scaling what-if"):
     what_if = _common.run_on_text(attention.scaling_what_if, lm, ctx.text, ctx.text_pair, layer, _common.TEMPERATURES,
                                   spinner="Re-running the softmax at other temperatures…")
     _common.chart("scaling_what_if_chart", what_if, st_key="attn_whatif")
+
+_render.report_view(ctx, "attention")

@@ -3,7 +3,7 @@ import streamlit as st
 
 from inspector import plots
 from inspector.analyses import attribution
-from pages import _common
+from pages import _common, _render
 
 ctx = _common.page_context()
 lm = ctx.lm
@@ -73,3 +73,5 @@ with _common.guard("the attribution"):
         st.rerun()
     st.dataframe([{"position": t.index, "token": t.token, "score": t.score} for t in res.top], hide_index=True,
                  key="attr_top")
+
+_render.report_view(ctx, "attribution")

@@ -120,3 +120,5 @@ with tab_text, _common.guard("the contextual embeddings"):
                       key="emb_ctx_layer")
     _common.chart("token_cosine_heatmap", ce, layer, st_key="emb_ctx_heat")
     _common.show_fidelity(ctx)
+
+_render.report_view(ctx, "embeddings")

@@ -2,7 +2,7 @@
 import streamlit as st
 
 from inspector.analyses import foundations
-from pages import _common
+from pages import _common, _render
 
 ctx = _common.page_context()
 lm = ctx.lm
@@ -108,3 +108,5 @@ with tab0, _common.guard("the cross-entropy identities"):
         st.dataframe([{"token": t, "autograd ∂L/∂z": float(gv), "P − onehot": float(pv)}
                       for t, gv, pv in zip(li.top_tokens, li.grad_top, li.p_minus_onehot_top)],
                      hide_index=True, key="fd_grad_table")
+
+_render.report_view(ctx, "foundations")

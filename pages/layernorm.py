@@ -74,3 +74,5 @@ with _common.guard("the norm layers' activations"):
                    "input std": a.input_std, "output mean": a.output_mean, "output std": a.output_std}
                   for a in acts], hide_index=True, key="ln_acts_table")
     _common.show_fidelity(ctx)
+
+_render.report_view(ctx, "layernorm")

@@ -3,7 +3,7 @@ import streamlit as st
 
 from inspector import plots
 from inspector.analyses import loss
-from pages import _common, _second_text
+from pages import _common, _render, _second_text
 
 ctx = _common.page_context()
 lm = ctx.lm
@@ -118,3 +118,5 @@ with _common.guard("the gradient check"):
                     help="+1: a gradient-descent step pulls the target's output row toward h.")
         st.dataframe([{"token": t, "∂L/∂z": float(v)} for t, v in zip(g.top_tokens, g.top_logit_grads)],
                      hide_index=True, key="grad_table")
+
+_render.report_view(ctx, "loss")

@@ -584,3 +584,36 @@ def test_layer_by_layer_page_shows_the_logit_lens_of_the_library(spec, lm, engli
     at.number_input(key="logit_lens_top_k").set_value(1).run(timeout=180)
     cell = at.dataframe[1].value["top-3 at the output"].iloc[0]
     assert cell.count("(") == 1
+
+
+def test_report_view_on_a_page_draws_the_reports_blocks(spec, lm):
+    """The toggle at the end of a section page draws that section's declared view, as the report does: its
+    figures equal a plain-torch computation and the report's own HTML."""
+    if not lm.is_causal:
+        pytest.skip("the default model is not a causal LM")
+    from inspector import report
+
+    text = "The function returns a list of the values in the dictionary, sorted by key."
+    at = _open("token_loss", spec, text=text)
+    assert not any(m.label.startswith("Perplexity (") for m in at.metric)  # off until asked
+    at.toggle(key="report_view_loss").set_value(True).run(timeout=180)
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: shown(m.value) for m in at.metric}
+    ids = lm.tokenizer(text, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = lm.model(ids).logits[0, :-1].double()
+    ce = torch.nn.functional.cross_entropy(logits, ids[0, 1:])
+    label = next(k for k in metrics if k.startswith("Perplexity ("))
+    assert f"{ids.shape[1] - 1:,} tokens" in label
+    assert float(metrics[label].replace(",", "")) == pytest.approx(math.exp(float(ce)), rel=1e-5)
+    assert float(metrics["mean loss (nats/token)"]) == pytest.approx(float(ce), rel=1e-5)
+    assert metrics["scored tokens"] == str(ids.shape[1] - 1)
+    # the same blocks the report writes for this section
+    rep = report.build_report(lm, text, sections=("loss",), strict=True)
+    html_doc = report.to_html(rep)
+    assert metrics[label] in html_doc and label in html_doc
+    bars = [f for k, f in drawn(at).items() if k.startswith("report_view_loss_chart")]
+    assert bars, f"no chart of the report view among {sorted(drawn(at))}"
+    np.testing.assert_allclose(_array(bars[0]["data"][0]["y"]),
+                               torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="none").numpy(),
+                               rtol=1e-5)

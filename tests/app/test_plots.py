@@ -134,8 +134,37 @@ def test_a_declared_chart_draws_the_same_data_in_plotly_and_svg():
                  col_labels=("0:<b>", "1:x"), colorbar_title="log10 rank", zmin=0.0)
     fig = plots.chart_figure(heat)
     np.testing.assert_array_equal(np.asarray(fig.data[0].z), [[0.0, 1.0], [2.0, 3.0]])
-    assert list(fig.data[0].x) == ["0:&lt;b&gt;", "1:x"]
+    assert list(fig.layout.xaxis.ticktext) == ["0:&lt;b&gt;", "1:x"]
     svg = svg_charts.chart_svg(heat)
     assert "0:&lt;b&gt;" in svg and "<b>" not in svg and "block 1" in svg
     with pytest.raises(ValueError):
         Chart("pie", "no")
+
+
+def test_declared_bars_histograms_and_repeated_labels():
+    """A token that occurs twice keeps two bars / two heatmap rows; histograms, markers and reference lines are
+    drawn by both renderers."""
+    from inspector import svg_charts
+    from inspector.analysis import Chart
+
+    bars = Chart("bar", "loss per token", series=(("loss", (" the", " cat", " the"), (1.0, 2.0, 3.0)),),
+                 reference=2.0, reference_label="mean")
+    fig = plots.chart_figure(bars)
+    assert list(fig.data[0].y) == [1.0, 2.0, 3.0] and list(fig.data[0].x) == [0, 1, 2]
+    assert list(fig.layout.xaxis.ticktext) == [" the", " cat", " the"]
+    assert [s.y0 for s in fig.layout.shapes] == [2.0]
+    assert "mean" in svg_charts.chart_svg(bars)
+
+    heat = Chart("heatmap", "cosine", z=((1.0, 0.5), (0.5, 1.0)), row_labels=("a", "a"), col_labels=("a", "a"))
+    fig = plots.chart_figure(heat)
+    assert list(fig.data[0].y) == [0, 1] and list(fig.layout.yaxis.ticktext) == ["a", "a"]
+
+    hist = Chart("histogram", "γ", series=(("γ", (0.0, 0.5, 1.0), (3, 7)),), markers=(("band lo", 0.2),),
+                 log_y=True)
+    fig = plots.chart_figure(hist)
+    np.testing.assert_allclose(fig.data[0].x, [0.25, 0.75])
+    assert list(fig.data[0].y) == [3, 7] and [s.x0 for s in fig.layout.shapes] == [0.2]
+    assert fig.layout.yaxis.type == "log"
+    svg = svg_charts.chart_svg(hist)
+    assert "band lo" in svg and "γ" in svg
+
