@@ -8,7 +8,10 @@ array; the `lm`-level ones add token strings. Re-exported by `inspector.analyses
 """
 from __future__ import annotations
 
+import hashlib
 import math
+import threading
+import weakref
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -252,6 +255,26 @@ def token_counts(lm: LoadedModel, text: str | None = None, *, path: str | Path |
         raise InputError("The corpus text is empty.", "Pass some text to count token frequencies on.")
     chunk_chars = check_int(chunk_chars, 1000, None, "chunk_chars")
     V = int(input_embedding_matrix(lm).shape[0])
+    key = (hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).digest(), V, chunk_chars)
+    with _COUNTS_LOCK:
+        for tok_ref, k, counts in _COUNTS:
+            if k == key and tok_ref() is lm.tokenizer:
+                return counts.copy()  # the same corpus counted once per tokenizer (a report's sections share it)
+    counts = _count_tokens(lm, text, V, chunk_chars)
+    with _COUNTS_LOCK:
+        _COUNTS.append((weakref.ref(lm.tokenizer), key, counts))
+        del _COUNTS[:-_COUNTS_KEPT]
+    return counts.copy()
+
+
+# Recent token counts: (weak reference to the tokenizer, (text hash, vocabulary size, chunk size), counts). A dead
+# reference never matches, so a tokenizer freed and another allocated at its address cannot see old counts.
+_COUNTS: list[tuple] = []
+_COUNTS_KEPT = 4
+_COUNTS_LOCK = threading.Lock()
+
+
+def _count_tokens(lm: LoadedModel, text: str, V: int, chunk_chars: int) -> np.ndarray:
     chunks, start = [], 0
     while start < len(text):
         end = min(len(text), start + chunk_chars)

@@ -462,3 +462,37 @@ def test_section_settings_and_long_texts():
     assert "Norm against frequency" not in [b.text for b in blocks if isinstance(b, analysis.Heading)]
     lean = analysis.run_analysis("embeddings", lm, enc, {"corpus": None, "cosine_max_tokens": 10})
     assert lean.contextual.token_cosine is None and lean.neighbours is not None
+
+
+def test_a_corpus_is_counted_once_per_tokenizer(tiny_gpt2, tiny_bert, monkeypatch):
+    """The report's Embeddings and Foundations sections both correlate norms with the bundled corpus'
+    frequencies: the second count comes from the first (same text, same tokenizer), equal to a plain count."""
+    from inspector import report as R
+    from inspector.analyses import embeddings_vocab
+
+    corpus = "alpha beta gamma alpha beta alpha " * 50 + "a fresh text for this test only"
+    calls = []
+    real = embeddings_vocab._count_tokens
+    monkeypatch.setattr(embeddings_vocab, "_count_tokens", lambda *a: (calls.append(a[1][:5]), real(*a))[1])
+    first = M.token_counts(tiny_gpt2, corpus)
+    first[0] += 1000  # the caller's copy: the kept counts are not changed by it
+    again = M.token_counts(tiny_gpt2, corpus)
+    ids = tiny_gpt2.tokenizer(corpus, add_special_tokens=False)["input_ids"]
+    expected = np.zeros_like(again)
+    for i, n in Counter(ids).items():
+        expected[i] = n
+    np.testing.assert_array_equal(again, expected)
+    assert len(calls) == 1
+    M.token_counts(tiny_bert, corpus)  # another tokenizer counts for itself
+    M.token_counts(tiny_gpt2, corpus + ".")  # another text too
+    assert len(calls) == 3
+
+    path = M.DEFAULT_CORPUS
+    if not path.is_file():
+        pytest.skip("the bundled corpus is not installed")
+    calls.clear()
+    R.build_report(tiny_gpt2, TEXT, sections=("embeddings", "foundations"), strict=True,
+                   settings={"embeddings_corpus": "bundled", "foundations_corpus": "bundled",
+                             "embeddings_clusters": 0})
+    corpus_head = path.read_text(encoding="utf-8", errors="replace")[:5]
+    assert calls.count(corpus_head) == 1, calls
