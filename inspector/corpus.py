@@ -400,11 +400,24 @@ class ModelCorpusResult:
         return self.state.attention.stats() if self.state.attention is not None else None
 
 
+def _parsed(spec: str):
+    """models.parse_spec(spec), or None for a spec it refuses (the job has loaded it already, so rarely)."""
+    from . import models
+    from .errors import InspectorError
+
+    try:
+        return models.parse_spec(spec)
+    except InspectorError:
+        return None
+
+
 def _step_of(spec: str, folder: Path | None) -> int | None:
     m = re.search(r"(?:step|checkpoint)[-_](\d+)$", spec.rstrip("/"))
     if m:
         return int(m.group(1))
-    if spec.startswith("bundled:") and (spec.endswith("@final") or "@" not in spec) and folder is not None:
+    parsed = _parsed(spec)
+    if parsed is not None and parsed.source == "bundled" and (parsed.target.endswith("@final")
+                                                              or "@" not in parsed.target) and folder is not None:
         tj = folder.parent / "training.json"
         if tj.exists():
             return int(json.loads(tj.read_text())["settings"]["steps"])
@@ -424,7 +437,8 @@ def expand_specs(specs: list[str]) -> list[str]:
 
 def write_result(folder: Path, lm: LoadedModel, spec: str, state: CorpusState, meta: dict) -> None:
     folder_of = None
-    if spec.startswith("bundled:"):
+    parsed = _parsed(spec)
+    if parsed is not None and parsed.source == "bundled":
         from . import bundled
         folder_of = bundled.resolve(spec)
     meta = {**meta, "spec": spec, "step": _step_of(spec, folder_of), "provenance": lm.provenance.to_dict()
