@@ -135,9 +135,6 @@ def _html_overview(report: _r.Report, sec: _r.Section) -> str:
     return "".join(parts)
 
 
-def _bar_width(n: int) -> int:
-    """Width of a bar chart with one bar per token/word: readable for a few, bounded for many."""
-    return int(max(440, min(1100, 120 + 14 * n)))
 
 
 def _light(hex_color: str, amount: float = 0.55) -> str:
@@ -215,7 +212,7 @@ def _html_compare(report: _r.Report, sec: _r.Section) -> str:
             svg.line_chart({"loss A": (x, d.loss_a_nats), "loss B": (x, d.loss_b_nats)}, x_label="position",
                            y_label="nats", title="per-token loss of A and B", markers=len(x) <= 80),
             svg.bar_chart(labels, d.js_nats, title="Jensen–Shannon divergence per token", y_label="nats",
-                          width=_bar_width(len(labels)))))
+                          width=svg.bar_width(len(labels)))))
         parts.append(_table(["position", "token", "JS", "KL(A‖B)", "KL(B‖A)", "loss A", "loss B", "A's top guesses",
                              "B's top guesses"],
                             [[g.position, _visible(g.token), g.js_nats, g.kl_ab_nats, g.kl_ba_nats, g.loss_a_nats,
@@ -228,7 +225,7 @@ def _html_compare(report: _r.Report, sec: _r.Section) -> str:
         parts.append(missing(c.words_unavailable_reason))
     else:
         shown = min(len(w.words), 150)
-        parts.append(_charts(svg.bar_chart(w.words[:shown], w.nll_diff_nats[:shown], width=_bar_width(shown),
+        parts.append(_charts(svg.bar_chart(w.words[:shown], w.nll_diff_nats[:shown], width=svg.bar_width(shown),
                                            title="NLL of B − NLL of A per word (positive: B is more surprised)",
                                            y_label="nats")))
         order = [i for i in np.argsort(-np.abs(np.nan_to_num(w.nll_diff_nats)), kind="stable") if w.comparable[i]][:10]

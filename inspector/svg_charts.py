@@ -151,6 +151,11 @@ def _empty(width: int, height: int, title: str, why: str = "no data") -> str:
 # --------------------------------------------------------------------------- bar chart
 
 
+def bar_width(n: int) -> int:
+    """Width of a bar chart with one bar per token or word: readable for a few, bounded for many."""
+    return int(max(440, min(1100, 120 + 14 * n)))
+
+
 def bar_chart(labels: Sequence[str], values: Sequence[float], *, title: str = "", x_label: str = "",
               y_label: str = "", width: int = 560, height: int = 280, color: str = PALETTE[0],
               reference: float | None = None, reference_label: str = "") -> str:

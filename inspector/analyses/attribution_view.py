@@ -9,15 +9,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..analysis import Chart, ColouredTokens, Metric, Note, Table, Unavailable, unavailable_note
+from ..svg_charts import bar_width
 from ..tokens import visible
 
 if TYPE_CHECKING:  # pragma: no cover
     from .attribution import AttributionResult, AttributionSection
 
 
-def bar_width(n: int) -> int:
-    """Width of a bar chart with one bar per token: readable for a few, bounded for many."""
-    return int(max(440, min(1100, 120 + 14 * n)))
 
 
 def result_blocks(a: AttributionResult) -> list:

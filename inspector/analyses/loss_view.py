@@ -17,6 +17,7 @@ from .. import perplexity
 from ..analysis import (Analysis, Chart, ColouredTokens, Heading, Metric, Note, Table, Unavailable, part, setting,
                         unavailable_note)
 from ..errors import NotAvailableError
+from ..svg_charts import bar_width
 from ..tokens import visible
 from ._common import MAX_TOP_K
 from .loss import (CausalLossReport, GradientCheck, MaskedLossReport, NSPResult, PLLReport, causal_token_loss,
@@ -54,9 +55,6 @@ def _guesses(tokens, probs) -> str:
     return ", ".join(f"{visible(t)} ({float(p):.2f})" for t, p in zip(tokens, probs))
 
 
-def _bar_width(n: int) -> int:
-    """Width of a bar chart with one bar per token: readable for a few, bounded for many."""
-    return int(max(440, min(1100, 120 + 14 * n)))
 
 
 class LossAnalysis(Analysis):
@@ -136,7 +134,7 @@ def _causal_blocks(res: CausalLossReport) -> list:
     ]
     labels = tuple(visible(res.tokens[int(p)]) for p in res.positions)
     blocks.append(Chart("bar", "loss of each predicted token", y_title="nats",
-                        series=(("loss", labels, tuple(float(v) for v in ce)),), width=_bar_width(len(labels)),
+                        series=(("loss", labels, tuple(float(v) for v in ce)),), width=bar_width(len(labels)),
                         reference=float(res.mean_ce_nats), reference_label="mean"))
     finite = ce[np.isfinite(ce)]
     if finite.size:
