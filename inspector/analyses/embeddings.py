@@ -91,7 +91,7 @@ def token_norm_blocks(tn: TokenNorms) -> list:
         Chart("histogram", "token-embedding norms", x_title="‖e‖", log_y=True,
               series=(("norms", tuple(float(v) for v in tn.hist_edges), tuple(int(v) for v in tn.hist_counts)),),
               markers=(("mean", float(tn.mean)),)),
-        Metric("mean", tn.mean), Metric("std", tn.std), Metric("min", tn.min), Metric("max", tn.max),
+        Metric("mean ‖e‖", tn.mean), Metric("std ‖e‖", tn.std), Metric("min ‖e‖", tn.min), Metric("max ‖e‖", tn.max),
         Table("", ("largest norm", "smallest norm"), rows),
     ]
 

@@ -319,12 +319,12 @@ def test_section_report_shows_the_figures(tiny_gpt2):
     # token norms: torch's row norms of the embedding weight
     E = tiny_gpt2.model.get_input_embeddings().weight.detach().double()
     norms = E.norm(dim=1)
-    assert metrics["mean"] == pytest.approx(norms.mean().item(), rel=1e-6)
-    assert metrics["max"] == pytest.approx(norms.max().item(), rel=1e-6)
+    assert metrics["mean ‖e‖"] == pytest.approx(norms.mean().item(), rel=1e-6)
+    assert metrics["max ‖e‖"] == pytest.approx(norms.max().item(), rel=1e-6)
     for h in headings:
         assert f"<h3>{h}</h3>" in html
-    assert f"<tr><td>mean</td><td>{R._fmt(norms.mean().item())}</td></tr>" in html
-    assert f"| mean | {R._fmt(norms.mean().item())} |" in md
+    assert f"<tr><td>mean ‖e‖</td><td>{R._fmt(norms.mean().item())}</td></tr>" in html
+    assert f"| mean ‖e‖ | {R._fmt(norms.mean().item())} |" in md
     hist = charts["token-embedding norms"]
     assert hist.kind == "histogram" and hist.log_y and sum(hist.series[0][2]) == E.shape[0]
     assert hist.markers[0][0] == "mean" and hist.markers[0][1] == pytest.approx(norms.mean().item(), rel=1e-6)
