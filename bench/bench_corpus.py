@@ -3,7 +3,7 @@
 The reference is written the way "Perplexity of fixed-length models" (transformers docs) does it:
 for begin_loc in range(0, seq_len, stride): one window per forward, labels −100 on the overlap,
 `outputs.loss * trg_len` accumulated, perplexity = exp(Σ / end_loc). Inspector's
-`analyses.loss.score_corpus` uses the same windows and stride (`_windows`: each token scored once),
+`analyses.loss.score_corpus` uses the same windows and stride (`scoring.windows`: each token scored once),
 runs equal-length windows `batch_size` at a time and forms the vocabulary softmax only for the
 rows it scores. The two perplexities must agree to 1e-4 relative: asserted and printed.
 (The guide counts the first window's W − 1 predictions as W and divides by seq_len, not
@@ -26,7 +26,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _util  # noqa: E402
 
-from inspector.analyses.loss import _logit_chunk_rows, _scored_hidden, _windows, score_corpus  # noqa: E402
+from inspector.analyses.loss import score_corpus  # noqa: E402
+from inspector.analyses.scoring import logit_chunk_rows, scored_hidden, windows  # noqa: E402
 from inspector.models import wrap  # noqa: E402
 
 CORPUS = _util.REPO / "data" / "corpus" / "train.txt"
@@ -60,19 +61,19 @@ def hf_guide_perplexity(model, ids: torch.Tensor, max_length: int, stride: int, 
 def body_and_projection(lm, ids: torch.Tensor, window: int, stride: int, batch_size: int) -> int:
     """The least an exact scorer for these windows must compute, batched like inspector.
 
-    Inspector's own body pass over every window (`_scored_hidden`), then the vocabulary projection
+    Inspector's own body pass over every window (`scoring.scored_hidden`), then the vocabulary projection
     (matmul only: no softmax, no loss) of the rows that are scored, in the chunks inspector uses.
     Reference time / this time bounds the speed-up any exact scorer reaches at this batch size (up
     to the last layer's context rows, which only serve as keys and values). Returns the number of windows.
     """
-    windows = _windows(ids.numel(), window, stride)
+    wins = windows(ids.numel(), window, stride)
     head = lm.model.get_output_embeddings()
-    step = _logit_chunk_rows(lm.device, head.weight.shape[0])
+    step = logit_chunk_rows(lm.device, head.weight.shape[0])
     with torch.inference_mode():
-        for _, _, rows in _scored_hidden(lm, ids, windows, batch_size):
+        for _, _, rows in scored_hidden(lm, ids, wins, batch_size):
             for start in range(0, rows.shape[0], step):
                 head(rows[start:start + step])
-    return len(windows)
+    return len(wins)
 
 
 def load_setup(quick: bool, n_tokens: int | None, gpt2_small: bool = False):

@@ -25,7 +25,7 @@ import _util  # noqa: E402
 import torch  # noqa: E402
 
 from inspector import bundled, corpus, models  # noqa: E402
-from inspector.analyses.loss import _window_batches, _windows  # noqa: E402
+from inspector.analyses.scoring import window_batches, windows  # noqa: E402
 
 
 def _slice(chars: int, folder: Path) -> Path:
@@ -39,11 +39,11 @@ def plain_loop(lm, path: Path, settings: corpus.CorpusSettings) -> float:
     text = path.read_text(encoding="utf-8")
     ids = torch.tensor(lm.tokenizer(text)["input_ids"])
     window, stride = corpus._window_of(lm, settings)
-    wins = _windows(len(ids), window, stride)
+    wins = windows(len(ids), window, stride)
     scored = sum(e - f for _, e, f in wins)
     t0 = time.perf_counter()
     with torch.inference_mode():
-        for group in _window_batches(wins, settings.batch_size):
+        for group in window_batches(wins, settings.batch_size):
             x = torch.stack([ids[b:e] for b, e, _ in group])
             lm.model(input_ids=x, labels=x, use_cache=False)
     return scored / (time.perf_counter() - t0)

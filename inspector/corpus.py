@@ -2,7 +2,7 @@
 
 `python -m inspector corpus --model SPEC [--model SPEC ...] --data PATH --out DIR` streams a text file
 (one document), a JSONL file (one document per line, field `text`) or a `datasets` dataset saved on
-disk, cuts every document into the library's sliding windows (`analyses.loss._windows`: context-sized,
+disk, cuts every document into the library's sliding windows (`analyses.scoring.windows`: context-sized,
 stride configurable, every token but the first scored once), runs one instrumented forward per batch
 of equal-length windows and folds it into accumulators:
 
@@ -194,11 +194,11 @@ def _norm_input_hooks(lm: LoadedModel, sink: dict[str, np.ndarray]):
 
 def process_batches(lm: LoadedModel, ids: torch.Tensor, groups, state: CorpusState, hist_bins: int) -> None:
     """Run the window `groups` (lists of (begin, end, first scored) of document `ids`) into `state`."""
-    from .analyses.loss import _causal_parts, _log_softmax_rows, _vocab_out
+    from .analyses.scoring import causal_parts, log_softmax_rows, vocab_out
 
-    body, head = _causal_parts(lm)
+    body, head = causal_parts(lm)
     options = capture.CaptureOptions(logits=False, row_histogram_bins=hist_bins)
-    vocab = _vocab_out(lm)
+    vocab = vocab_out(lm)
     with torch.inference_mode(), _norm_input_hooks(lm, state.norms):
         for group in groups:
             x = torch.stack([ids[b:e] for b, e, _ in group]).to(lm.device)  # (b, W)
@@ -207,12 +207,12 @@ def process_batches(lm: LoadedModel, ids: torch.Tensor, groups, state: CorpusSta
             m = capture.moments(collector)
             state.attention = m if state.attention is None else state.attention.merge(m)
             rows, pos = [], []
-            for r, (b, e, first) in enumerate(group):  # as loss._scored_hidden: logits at t predict t + 1
+            for r, (b, e, first) in enumerate(group):  # as scoring.scored_hidden: logits at t predict t + 1
                 rows.append(h[r, first - 1 - b:e - 1 - b])
                 pos.append(torch.arange(first, e))
             hidden, pos = torch.cat(rows), torch.cat(pos)
             target = ids[pos].to(lm.device)
-            for sl, logp in _log_softmax_rows(head, hidden, vocab):
+            for sl, logp in log_softmax_rows(head, hidden, vocab):
                 nll = -logp.gather(1, target[sl, None])[:, 0]  # float32 (n,)
                 state.nll_sum += float(nll.double().sum())  # the same sums, in the same order, as score_corpus
                 nd = nll.double().cpu().numpy()
@@ -230,13 +230,14 @@ def process_batches(lm: LoadedModel, ids: torch.Tensor, groups, state: CorpusSta
 
 
 def _document_windows(lm: LoadedModel, text: str, settings: CorpusSettings):
-    from .analyses.loss import _tokenise_causal, _window_batches, _window_settings, _windows
+    from .analyses.loss import _tokenise_causal
+    from .analyses.scoring import window_batches, window_settings, windows
 
     ids = _tokenise_causal(lm, text)[0]
     if len(ids) < 2:
         return None, []
-    window, stride = _window_settings(lm, settings.window, settings.stride)
-    return torch.tensor(ids, dtype=torch.long), list(_window_batches(_windows(len(ids), window, stride),
+    window, stride = window_settings(lm, settings.window, settings.stride)
+    return torch.tensor(ids, dtype=torch.long), list(window_batches(windows(len(ids), window, stride),
                                                                        settings.batch_size))
 
 
@@ -499,8 +500,8 @@ def run_job(specs: list[str], data: str | Path, out: str | Path, settings: Corpu
 
 
 def _window_of(lm: LoadedModel, settings):
-    from .analyses.loss import _window_settings
-    return _window_settings(lm, settings.window, settings.stride)
+    from .analyses.scoring import window_settings
+    return window_settings(lm, settings.window, settings.stride)
 
 
 # --------------------------------------------------------------------------- reading results, series

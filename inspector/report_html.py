@@ -15,7 +15,7 @@ import numpy as np
 from . import analysis as _contract
 from . import report as _r
 from . import svg_charts as svg
-from .tokens import strip_html
+from .tokens import guesses, strip_html, visible
 from .report_markdown import (_compare_rows, _fmt,
                               _model_fact_rows, _scalar_rows)
 
@@ -87,22 +87,7 @@ def _unavail_html(what: _r.Unavailable | _r.Section) -> str:
     return f'<p class="{cls}">{_h(str(what))}</p>'
 
 
-_INVISIBLE = {"\n": "⏎", "\r": "␍", "\t": "⇥"}
-
-
-def _visible(token: str) -> str:
-    """A token as a reader can see it: newlines and tabs as symbols, a blank token's spaces as ␣."""
-    s = "".join(_INVISIBLE.get(ch, ch) for ch in str(token))
-    return s.replace(" ", "␣") if s.strip() == "" else s
-
-
-def _vis(tokens) -> list[str]:
-    return [_visible(t) for t in tokens]
-
-
-def _guesses(tokens, probs) -> str:
-    """A model's top predictions as 'token (p), ...'."""
-    return ", ".join(f"{_visible(t)} ({float(p):.2f})" for t, p in zip(tokens, probs))
+_visible = visible  # a token as a reader can see it (inspector.tokens); report._visible for the tests
 
 
 def _tokens_html(tokens: list[str], special=None, colors: list[str] | None = None,
@@ -217,7 +202,7 @@ def _html_compare(report: _r.Report, sec: _r.Section) -> str:
                              "B's top guesses"],
                             [[g.position, _visible(g.token), g.js_nats, g.kl_ab_nats, g.kl_ba_nats, g.loss_a_nats,
                               g.loss_b_nats,
-                              _guesses(g.top_tokens_a, g.top_probs_a), _guesses(g.top_tokens_b, g.top_probs_b)]
+                              guesses(g.top_tokens_a, g.top_probs_a), guesses(g.top_tokens_b, g.top_probs_b)]
                              for g in d.disagreements]))
     w = c.words
     parts.append("<h3>Loss per word</h3>")

@@ -241,6 +241,11 @@ def visible(token: str) -> str:
     return s.replace(" ", "␣") if s.strip() == "" else (s if s else "∅")
 
 
+def guesses(tokens, probs) -> str:
+    """A model's top predictions as 'token (p), ...' (each token visible)."""
+    return ", ".join(f"{visible(t)} ({float(p):.2f})" for t, p in zip(tokens, probs))
+
+
 def _gap_html(gap: str) -> str:
     """Whitespace between tokens: spaces stay breakable, a newline is shown (⏎) and breaks the line."""
     out = []

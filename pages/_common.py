@@ -40,7 +40,7 @@ from pages._format import (  # noqa: E402,F401
     ATTENTION_QUANTITIES, TEMPERATURE_OPTIONS, TEMPERATURES, attention_rows, attribution_positions, claims_rows,
     default_token, encoder_only_note, escaped, format_count, format_float, gradient_positions, head_stats_line,
     key_value_rows, parse_numbers, parse_token_list, per_token, perplexity_metric, readable_columns,
-    text_token_options, token_positions, top_predictions, truncation_note, verdict_counts,
+    text_token_options, token_positions, top_predictions, truncation_note,
 )
 
 try:  # app.py navigates with st.navigation: never fall back to Streamlit's legacy pages/ folder mode,

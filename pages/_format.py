@@ -128,13 +128,6 @@ def claims_rows(rows) -> list[dict]:
 TEMPERATURE_OPTIONS = [0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 7.07, 10.0, 20.0, 50.0]
 
 
-def verdict_counts(rows) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for r in rows:
-        out[r.verdict] = out.get(r.verdict, 0) + 1
-    return out
-
-
 # --------------------------------------------------------------------------- tokens to pick
 
 

@@ -17,7 +17,7 @@ with _common.guard("the claims on the model"):
                            key="fd_corpus", persist_state="session",
                            help="Off: only the sidebar's text is counted (fewer tokens, weaker statistics).")
     rows = _common.run(_common.claims, lm, ctx.text, use_corpus, spinner="Checking every claim on the loaded model…")
-    counts = _common.verdict_counts(rows)
+    counts = foundations.verdict_counts(r.verdict for r in rows)
     c = st.columns(3)
     c[0].metric("Hold", counts.get("holds", 0))
     c[1].metric("Do not hold", counts.get("does not hold", 0))

@@ -32,7 +32,7 @@ from .foundations_experiments import (DEFAULT_DIMS, LOSSES, TEMPERATURE_CURVE, D
 from .foundations_identities import LossIdentities, loss_identities
 from .foundations_verdicts import (DOES_NOT_HOLD, GRAD_TOL, HOLDS, IDENTITY_TOL, MAJORITY, MLM_ALPHA, MLM_MIN_CHOSEN,
                                    MLM_SPLIT_CHARS, NOT_APPLICABLE, ORACLE_REL_TOL, SIGMA_BAND, SINUSOIDAL_MIN,
-                                   SPEARMAN_ALPHA, ClaimRow)
+                                   SPEARMAN_ALPHA, ClaimRow, verdict_counts)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..inputs import Encoded
@@ -44,7 +44,7 @@ __all__ = [
     "random_qk_scaling", "sigma_vs_dim", "softmax_scaling", "softmax_temperature", "LossIdentities", "loss_identities",
     "DOES_NOT_HOLD", "GRAD_TOL", "HOLDS", "IDENTITY_TOL", "MAJORITY", "MLM_ALPHA", "MLM_MIN_CHOSEN", "MLM_SPLIT_CHARS",
     "NOT_APPLICABLE", "ORACLE_REL_TOL", "SIGMA_BAND", "SINUSOIDAL_MIN", "SPEARMAN_ALPHA", "ClaimRow",
-    "claims_on_model", "FoundationsResult", "FoundationsAnalysis",
+    "claims_on_model", "verdict_counts", "FoundationsResult", "FoundationsAnalysis",
 ]
 
 CORPUS_CHOICES = ("bundled", "text", None)
@@ -136,9 +136,7 @@ class FoundationsAnalysis(Analysis):
         rows = claim_rows(claims)
         if not rows:
             return [Note("No claim was measured.", level="info")]
-        counts: dict[str, int] = {}
-        for r in rows:
-            counts[str(r.get("verdict"))] = counts.get(str(r.get("verdict")), 0) + 1
+        counts = verdict_counts(r.get("verdict") for r in rows)
         cols = claim_columns(rows)
         summary_line = ", ".join(f"{n} {v}" for v, n in counts.items())
         return [

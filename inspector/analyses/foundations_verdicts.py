@@ -68,3 +68,11 @@ def _verdict(ok: bool) -> str:
 def _kind_phrase(lm: LoadedModel) -> str:
     label = lm.kind.label
     return f"this model is {'an' if label[0] in 'aeiou' else 'a'} {label}"
+
+
+def verdict_counts(verdicts) -> dict[str, int]:
+    """verdict -> how many claims got it, in order of first appearance."""
+    out: dict[str, int] = {}
+    for v in verdicts:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out

@@ -31,11 +31,6 @@ from .logit_gradient import logit_gradient_check
 from .scoring import (KEPT_UNCHANGED, REPLACED_BY_MASK, REPLACED_BY_RANDOM, causal_parts, choose_masking,
                       content_tokens, log_softmax_rows, make_chunks, mlm_logprobs, require_causal,
                       require_mlm, row_stats, scored_hidden, vocab_out, window_settings, windows)
-# Former private names of the machinery (now analyses.scoring), still imported by corpus.py and bench/.
-from .scoring import (causal_parts as _causal_parts, log_softmax_rows as _log_softmax_rows,  # noqa: F401
-                      logit_chunk_rows as _logit_chunk_rows, scored_hidden as _scored_hidden,
-                      vocab_out as _vocab_out, window_batches as _window_batches,
-                      window_settings as _window_settings, windows as _windows)
 
 if TYPE_CHECKING:  # pragma: no cover
     from ..models import LoadedModel

@@ -18,7 +18,7 @@ from ..analysis import (Analysis, Chart, ColouredTokens, Heading, Metric, Note, 
                         unavailable_note)
 from ..errors import NotAvailableError
 from ..svg_charts import bar_width
-from ..tokens import visible
+from ..tokens import guesses, visible
 from ._common import MAX_TOP_K
 from .loss import (CausalLossReport, GradientCheck, MaskedLossReport, NSPResult, PLLReport, causal_token_loss,
                    logit_gradient_check, masked_lm_loss, next_sentence, pseudo_log_likelihood)
@@ -48,11 +48,6 @@ def default_gradient_position(encoded: Encoded, causal: bool) -> int:
         return max(encoded.n_tokens - 2, 0)
     content = [i for i in range(encoded.n_tokens) if not encoded.special[i]]
     return content[len(content) // 2] if content else 0
-
-
-def _guesses(tokens, probs) -> str:
-    """A model's top predictions as 'token (p), ...'."""
-    return ", ".join(f"{visible(t)} ({float(p):.2f})" for t, p in zip(tokens, probs))
 
 
 
@@ -151,7 +146,7 @@ def _causal_blocks(res: CausalLossReport) -> list:
     blocks.append(Table("Most surprising tokens",
                         ("position", "token", "loss (nats)", "P(token)", "rank", "model's top guesses"),
                         tuple((int(res.positions[i]), visible(res.tokens[int(res.positions[i])]), float(ce[i]),
-                               float(res.prob[i]), int(res.rank[i]), _guesses(res.top_tokens[i], res.top_probs[i]))
+                               float(res.prob[i]), int(res.rank[i]), guesses(res.top_tokens[i], res.top_probs[i]))
                               for i in worst)))
     return blocks
 
@@ -168,7 +163,7 @@ def _masked_blocks(res: MaskedLossReport) -> list:
     ]
     rows = tuple((int(p), visible(res.tokens[int(p)]), visible(res.replacement_tokens[i]), _KINDS.get(int(k), str(k)),
                   float(res.ce_nats[i]), float(res.prob[i]), int(res.rank[i]),
-                  _guesses(res.top_tokens[i], res.top_probs[i]))
+                  guesses(res.top_tokens[i], res.top_probs[i]))
                  for i, (p, k) in enumerate(zip(res.positions, res.replacement_kind)))
     blocks.append(Table("", ("position", "original", "model saw", "replacement", "loss (nats)", "P(original)", "rank",
                              "top guesses"), rows))

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from inspector import bundled, corpus, models
-from inspector.analyses.loss import _windows, score_corpus
+from inspector.analyses.loss import score_corpus
+from inspector.analyses.scoring import windows
 
 SETTINGS = corpus.CorpusSettings(window=48, stride=24, batch_size=3, checkpoint_every=2)
 
@@ -43,7 +44,7 @@ def _independent_qk(lm, ids, window, stride):
     model = lm.model
     cfg = model.config
     H, d = cfg.n_head, cfg.n_embd // cfg.n_head
-    for b, e, _ in _windows(len(ids), window, stride):
+    for b, e, _ in windows(len(ids), window, stride):
         x = torch.tensor(ids[b:e])[None]
         with torch.no_grad():
             out = model(x, output_hidden_states=True, use_cache=False)
@@ -89,7 +90,7 @@ def test_perplexity_equals_library_sliding_window_exactly(lm, slice_path, state)
 def test_norm_input_scale_matches_plain_torch(lm, slice_path, state):
     ids = lm.tokenizer(slice_path.read_text(encoding="utf-8"))["input_ids"]
     rms = []
-    for b, e, _ in _windows(len(ids), SETTINGS.window, SETTINGS.stride):
+    for b, e, _ in windows(len(ids), SETTINGS.window, SETTINGS.stride):
         with torch.no_grad():
             h = lm.model(torch.tensor(ids[b:e])[None], output_hidden_states=True, use_cache=False).hidden_states[0]
         rms.append(h.double().pow(2).mean(-1).sqrt().reshape(-1))
