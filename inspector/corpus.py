@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Callable, Iterator
 import numpy as np
 import torch
 
-from . import capture
+from . import capture, norm_hooks
 from .errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -188,7 +188,7 @@ def _norm_input_hooks(lm: LoadedModel, sink: dict[str, np.ndarray]):
         v = np.array([rms.numel(), float(rms.sum()), float(rms.pow(2).sum()), float(rms.max())])
         sink[name] = _merge_norm(sink.get(name), v)
 
-    with capture.observe_norms(lm, observe):
+    with norm_hooks.observe_norms(lm, observe):
         yield sink
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from .. import capture, families
+from .. import capture, families, norm_hooks
 from ..analysis import Analysis, Chart, Metric, Note, Table, setting
 from ..inputs import display_token
 from .layernorm import _block_index, _raw_params, _role, find_norm_layers
@@ -121,7 +121,7 @@ class _InputSink:
 def norm_input_hooks(lm: LoadedModel, token_mask: torch.Tensor, k: int):
     """Every norm layer's input reduced to its k largest |x|, through capture's norm-layer hooks."""
     sink = _InputSink(token_mask, k)
-    with capture.observe_norms(lm, sink.observe):
+    with norm_hooks.observe_norms(lm, sink.observe):
         yield sink
 
 

@@ -21,7 +21,7 @@ import torch
 
 from .. import capture
 from ..analysis import Analysis, Chart, Heading, Metric, Note, Table, Unavailable, part, setting, unavailable_note
-from ..capture import find_norm_layers, is_norm_layer  # noqa: F401 - imported from here by other analyses
+from ..norm_hooks import find_norm_layers, is_norm_layer  # noqa: F401 - imported from here by other analyses
 from ..errors import InputError
 from ..svg_charts import fmt_number
 from ._common import QUANTILE_LEVELS, bin_edges, histogram
