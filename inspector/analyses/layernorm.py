@@ -369,8 +369,8 @@ def _activation_blocks(acts: list[NormActivation]) -> list:
 class LayerNormAnalysis(Analysis):
     name = "layernorm"
     title = "LayerNorm γ and β"
-    description = ("The gain γ and bias β of every normalisation layer (LayerNorm and RMSNorm) against seed 003's "
-                   "claim (γ mostly in 0.2–0.4, β near 0), and what the norm layers do to the text's activations.")
+    description = ("The gain γ and bias β of every normalisation layer (LayerNorm and RMSNorm) against the claim "
+                   "that γ lie mostly in 0.2–0.4 and β near 0, and what the norm layers do to the text's activations.")
     own_page = "layernorm"
     report_parts = True
     result_type = LayerNormResult
