@@ -1,7 +1,8 @@
-"""The fused Triton kernel for QKᵀ row figures, run on CPU tensors by Triton's interpreter.
+"""The fused Triton kernels for QKᵀ statistics, run on CPU tensors by Triton's interpreter.
 
-Checked against the torch path (`_Collector._row_reductions`, the reference on CPU) and against an
-independent float64 numpy computation; then through the real dispatch in `capture.run`
+The per-row figures are checked against the torch path (`_Collector._row_reductions`, the reference
+on CPU) and against an independent float64 numpy computation; the per-tile partials and their float64
+merge against `_merge_rows` of the torch path's rows; then through the real dispatch in `capture.run`
 (INSPECTOR_FUSED_STATS=on) on tiny GPT-2, BERT and a sliding-window Mistral.
 
 Triton decides interpreter or compiler when it is first imported, and in a normal test session it
@@ -70,15 +71,20 @@ def _mask(B, Tq, Tk, causal, key_valid, query_valid, window):
     return v[:, None]
 
 
-def _torch_rows(q, k, valid, scale):
+def _first_key(key_valid, B):
+    """The first real key of each item (the sink's key), as the capture's torch path finds it."""
+    return key_valid.to(torch.uint8).argmax(dim=1) if key_valid is not None else torch.zeros(B, dtype=torch.long)
+
+
+def _torch_rows(q, k, valid, scale, first):
     H = q.shape[1]
     k = k.repeat_interleave(H // k.shape[1], dim=1)
     x = q.float() @ k.float().transpose(-1, -2)
-    return capture._Collector._row_reductions(x, valid, scale, False, False, [])[:8]
+    return capture._Collector._row_reductions(x, valid, scale, False, False, [], first)[:8]
 
 
-def _numpy_rows(q, k, valid, scale):
-    """float64, row by row, straight from the definitions."""
+def _numpy_rows(q, k, valid, scale, first):
+    """float64, row by row, straight from the definitions (e0: at key first[b], 0 where it is not attended)."""
     qn, kn = q.double().numpy(), k.double().numpy()
     B, H, Tq, _ = qn.shape
     kn = np.repeat(kn, H // kn.shape[1], axis=1)
@@ -94,7 +100,8 @@ def _numpy_rows(q, k, valid, scale):
                 z = scale * (kn[b, h, keys] @ qn[b, h, i])
                 y = z - z.max()
                 e = np.exp(y)
-                out[:, b, h, i] = [len(keys), z.min(), z.max(), y.sum(), (y ** 2).sum(), e.sum(), (e * y).sum(), e[0]]
+                e0 = e[list(keys).index(first[b])] if first[b] in keys else 0.0
+                out[:, b, h, i] = [len(keys), z.min(), z.max(), y.sum(), (y ** 2).sum(), e.sum(), (e * y).sum(), e0]
     return out
 
 
@@ -115,6 +122,15 @@ CASES = [  # B, H, H_kv, Tq, Tk, d, causal, padding, window, dtype
     (2, 2, 2, 5, 33, 24, True, "right", None, torch.float32),  # fewer queries than keys (offset), d not 2^k
     (2, 6, 2, 33, 33, 64, True, "right", None, torch.bfloat16),  # bf16 inputs
     (1, 2, 2, 17, 17, 32, False, "left", None, torch.float16),  # fp16 inputs
+    # no padding, longer than two tiles (16 × 16 here): the full-tile path (no mask arithmetic) runs too
+    (2, 4, 2, 50, 50, 32, True, "none", None, torch.float32),  # causal
+    (1, 2, 2, 40, 40, 16, False, "none", None, torch.float32),  # bidirectional: every tile full but the last
+    (1, 2, 2, 80, 80, 16, True, "none", 40, torch.float32),  # window 40: full tiles between the two edges
+    (2, 6, 3, 48, 48, 64, True, "none", None, torch.bfloat16),  # bf16, GQA, Tq a multiple of the tile
+    # tile edges one key away from the causal / window edge (an off-by-one there attends one key too many)
+    (1, 2, 2, 18, 32, 16, True, "none", None, torch.float32),  # offset 14: key tile 0 ends past row 0
+    (1, 2, 1, 64, 64, 16, True, "none", 31, torch.float32),  # window 31: key 16 is outside row 47's window
+    (2, 2, 2, 48, 48, 16, False, "keys", None, torch.float32),  # padded keys inside a whole tile, no query mask
 ]
 
 
@@ -123,14 +139,15 @@ def test_kernel_matches_torch_path_and_float64(B, H, Hkv, Tq, Tk, d, causal, pad
     g = torch.Generator().manual_seed(Tq * 7 + d)
     q = (torch.randn(B, H, Tq, d, generator=g) * 1.5).to(dtype)
     k = (torch.randn(B, Hkv, Tk, d, generator=g) * 1.5).to(dtype)
-    key_valid = _padding(B, Tk, padding)
-    query_valid = key_valid[:, Tk - Tq:] if key_valid is not None else None
+    key_valid = _padding(B, Tk, "right" if padding == "keys" else padding)
+    query_valid = key_valid[:, Tk - Tq:] if key_valid is not None and padding != "keys" else None
     scale = 1 / math.sqrt(d)
     valid = _mask(B, Tq, Tk, causal, key_valid, query_valid, window)
     got = fused_stats.fused_row_figures(q, k, scale=scale, causal=causal, key_valid=key_valid,
                                         query_valid=query_valid, sliding_window=window)
-    ref_t = _torch_rows(q, k, valid, scale)
-    ref_n = _numpy_rows(q, k, valid, scale)
+    first = _first_key(key_valid, B)
+    ref_t = _torch_rows(q, k, valid, scale, first)
+    ref_n = _numpy_rows(q, k, valid, scale, first.tolist())
     assert got[0].shape == (B, H, Tq) and all(x.dtype == torch.float32 for x in got)
     np.testing.assert_array_equal(got[0].numpy(), ref_t[0].numpy())
     np.testing.assert_array_equal(got[0].numpy(), ref_n[0])
@@ -152,30 +169,47 @@ def test_fully_masked_rows_and_items_give_empty_rows():
     query_valid = torch.ones(B, T, dtype=torch.bool)
     query_valid[0, 4] = False
     got = fused_stats.fused_row_figures(q, k, scale=0.25, causal=False, key_valid=key_valid, query_valid=query_valid)
-    ref = _torch_rows(q, k, _mask(B, T, T, False, key_valid, query_valid, None), 0.25)
+    ref = _torch_rows(q, k, _mask(B, T, T, False, key_valid, query_valid, None), 0.25, _first_key(key_valid, B))
     for name, a, t in zip(NAMES, got, ref):
         np.testing.assert_allclose(a.numpy(), t.numpy(), rtol=2e-5, atol=1e-5, err_msg=name)
     assert got[0][1].eq(0).all() and got[0][0, :, 4].eq(0).all() and got[0][0, :, 3].eq(T).all()
     assert torch.isinf(got[1][1]).all() and got[7][1].eq(0).all() and got[5][1].eq(0).all()
 
 
-def test_fused_merge_equals_torch_merge():
-    """The per-head float64 merge kernel vs `_merge_rows`, twice into the same accumulator (Chan merge),
-    with empty rows and an offset-heavy head (mean ≫ spread)."""
-    g = torch.Generator().manual_seed(5)
-    B, H, T, d = 3, 3, 21, 16
-    kv = _padding(B, T, "left")
+MERGE_CASES = [  # B, H, H_kv, T, d, causal, padding, window
+    (3, 3, 3, 21, 16, True, "left", None),  # padding: every tile masked, empty rows
+    (2, 4, 2, 50, 16, True, "none", None),  # full tiles, GQA, a partial last query tile
+    (1, 2, 2, 37, 16, False, "right", None),  # bidirectional
+    (1, 2, 1, 80, 16, True, "none", 24),  # sliding window: the sink figure is 0 on rows past the window
+]
+
+
+@pytest.mark.parametrize("B, H, Hkv, T, d, causal, padding, window", MERGE_CASES)
+def test_partials_and_merge_equal_torch_merge(B, H, Hkv, T, d, causal, padding, window):
+    """Per-tile partials + the float64 per-head merge kernel vs `_merge_rows` of the torch path's rows,
+    twice into the same accumulator (Chan merge across calls), the second with an offset-heavy head
+    (mean ≫ spread)."""
+    g = torch.Generator().manual_seed(5 + T)
+    kv = _padding(B, T, padding)
     acc_t, acc_f = capture._Accumulator(H), capture._Accumulator(H)
+    valid = _mask(B, T, T, causal, kv, kv, window)
     for step in range(2):
         q = torch.randn(B, H, T, d, generator=g) * 0.5 + (2.0 if step else 0.0)
-        k = torch.randn(B, H, T, d, generator=g) * 0.5 + 2.0
-        figures = fused_stats.fused_row_figures(q, k, scale=0.25, causal=True, key_valid=kv, query_valid=kv)
-        capture._Collector._merge_rows(acc_t, 0.25, *figures)
-        fused_stats.merge_rows_fused(acc_f, 0.25, *figures)
-    for name in ("n", "mean", "m2", "min", "max", "ent_sum", "rows", "frac_sum", "frac_rows", "maxp_sum",
-                 "sink_sum"):
-        np.testing.assert_allclose(getattr(acc_f, name).numpy(), getattr(acc_t, name).numpy(), rtol=1e-12,
-                                   atol=1e-12, err_msg=name)
+        k = torch.randn(B, Hkv, T, d, generator=g) * 0.5 + 2.0
+        capture._Collector._merge_rows(acc_t, 0.25, *_torch_rows(q, k, valid, 0.25, _first_key(kv, B)))
+        kv8, qv8, first = fused_stats._mask_parts(kv, kv, q.device)
+        partials = fused_stats.fused_head_partials(q, k, scale=0.25, causal=causal, key_valid=kv8, query_valid=qv8,
+                                                   first_key=first, sliding_window=window)
+        assert partials.shape == (fused_stats.N_PARTIALS, B, H, -(-T // 16))
+        fused_stats.merge_partials_fused(acc_f, 0.25, partials)
+    np.testing.assert_array_equal(acc_f.n.numpy(), acc_t.n.numpy())
+    np.testing.assert_array_equal(acc_f.rows.numpy(), acc_t.rows.numpy())
+    np.testing.assert_array_equal(acc_f.frac_rows.numpy(), acc_t.frac_rows.numpy())
+    for name in ("mean", "m2", "min", "max", "ent_sum", "frac_sum", "maxp_sum", "sink_sum"):
+        np.testing.assert_allclose(getattr(acc_f, name).numpy(), getattr(acc_t, name).numpy(), rtol=2e-6,
+                                   atol=1e-9, err_msg=name)
+    if window is not None:
+        assert 0 < acc_t.sink_sum.min() and acc_t.sink_sum.max() < acc_t.rows.min()  # rows past the window add 0
 
 
 def test_describe_mask_recovers_structure_or_refuses():
@@ -217,13 +251,13 @@ def test_mode_switch(monkeypatch):
 @pytest.fixture
 def kernel_calls(monkeypatch):
     calls = []
-    real = fused_stats.fused_row_figures
+    real = fused_stats.fused_head_partials
 
     def spy(*args, **kwargs):
         calls.append(kwargs)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(fused_stats, "fused_row_figures", spy)
+    monkeypatch.setattr(fused_stats, "fused_head_partials", spy)
     return calls
 
 
@@ -276,7 +310,7 @@ def test_auto_mode_falls_back_when_the_kernel_fails(monkeypatch):
     monkeypatch.setenv(fused_stats.ENV, "off")
     ref = capture.run(lm, batch)
     monkeypatch.setenv(fused_stats.ENV, "on")
-    monkeypatch.setattr(fused_stats, "fused_row_figures", broken)
+    monkeypatch.setattr(fused_stats, "fused_head_partials", broken)
     monkeypatch.setattr(fused_stats, "can_use", lambda q, k: True)  # as if on CUDA
     monkeypatch.setattr(fused_stats, "_failed", None)
     with pytest.raises(RuntimeError, match="no kernel"):
