@@ -1,4 +1,5 @@
-"""Run every benchmark (`make bench`): capture overhead, corpus scoring, vocabulary geometry, app/CLI times.
+"""Run every benchmark (`make bench`): capture overhead, corpus scoring, vocabulary geometry, app/CLI times,
+and the GPU kernels' compile-time resources.
 
 Each script runs in its own subprocess and prints its tables (Markdown) with date, device and
 versions; this script passes --quick / --threads on and fails if any of them fails (the corpus
@@ -16,7 +17,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {"capture": "bench_capture.py", "corpus": "bench_corpus.py", "vocab": "bench_vocab.py",
            "app": "bench_app.py", "report": "bench_report.py",
-           "smollm2": "bench_smollm2_capture.py", "first_page": "bench_first_page.py"}
+           "smollm2": "bench_smollm2_capture.py", "first_page": "bench_first_page.py",
+           "kernels": "kernel_resources.py"}
 
 
 def main() -> int:
