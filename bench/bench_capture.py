@@ -285,6 +285,70 @@ def _with_mode(mode: str, fn):
     return call
 
 
+KERNEL_TILES = [None, ((64, 64), 8), ((128, 32), 8), ((64, 32), 4), ((32, 64), 4), ((64, 64), 4)]
+
+
+def kernel_tile_table(device, dtype, repeats: int, smoke: bool) -> list[list]:
+    """One attention call alone: SDPA, SDPA + the torch statistics path, and the two fused kernels alone
+    (per-tile partials + float64 merge) for several tile choices (None = `fused_stats._tiles`' default);
+    each fused choice's accumulator is checked against the default's. For picking tiles on a new GPU."""
+    import torch.nn.functional as F
+
+    from inspector import fused_stats
+
+    class _Layer(torch.nn.Module):
+        layer_idx, is_causal = 0, True
+
+    shapes = [("GPT-2-small", 2, 16, 12, 12, 64), ("SmolLM2 (GQA 9/3)", 2, 16, 9, 3, 64)] if smoke else \
+        [("GPT-2-small", 8, 1024, 12, 12, 64), ("SmolLM2 (GQA 9/3)", 8, 1024, 9, 3, 64),
+         ("GPT-2-small", 1, 1024, 12, 12, 64)]
+    rows = []
+    for name, B, T, H, Hkv, d in shapes:
+        g = torch.Generator().manual_seed(3)
+        q = torch.randn(B, H, T, d, generator=g).to(device, dtype)
+        k, v = (torch.randn(B, Hkv, T, d, generator=g).to(device, dtype) for _ in range(2))
+        scale = 1 / math.sqrt(d)
+        module = _Layer()
+        module.num_key_value_groups = H // Hkv  # what transformers' SDPA wrapper repeats the key heads by
+
+        def sdpa():
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=Hkv != H)
+
+        def torch_stats():
+            collector = capture._Collector(1, H, capture.CaptureOptions(), None)
+            token = capture._active_collector.set(collector)
+            try:
+                return capture._inspector_attention(module, q, k, v, None, scaling=scale, is_causal=True)
+            finally:
+                capture._active_collector.reset(token)
+
+        accs = {}
+
+        def fused(tiles):
+            acc = accs.setdefault(tiles, capture._Accumulator(H, device))
+            block, warps = tiles if tiles else (None, None)
+
+            def call():
+                parts = fused_stats.fused_head_partials(q, k, scale=scale, causal=True, block=block, warps=warps)
+                fused_stats.merge_partials_fused(acc, scale, parts)
+            return call
+
+        fns = {"sdpa": sdpa, "sdpa + torch stats": _with_mode("off", torch_stats)}
+        fns.update({f"fused {t}": fused(t) for t in KERNEL_TILES})
+        med = _util.interleaved_medians(fns, device, repeats)
+        ref = accs[None]
+        for tiles in KERNEL_TILES:
+            acc = accs[tiles]
+            worst = max(float(((getattr(acc, f) / acc.n.clamp(min=1)) - (getattr(ref, f) / ref.n.clamp(min=1))).abs().max()
+                              / max(float((getattr(ref, f) / ref.n.clamp(min=1)).abs().max()), 1e-30))
+                        for f in ("mean", "m2", "ent_sum", "maxp_sum", "sink_sum"))
+            bm, bn, w = fused_stats._tiles(d, device, dtype) if tiles is None else (*tiles[0], tiles[1])
+            rows.append([name, f"{B}×{T}", f"{bm}×{bn}, {w} warps" + (" (default)" if tiles is None else ""),
+                         med["sdpa"] * 1e3, med["sdpa + torch stats"] * 1e3, med[f"fused {tiles}"] * 1e3,
+                         med[f"fused {tiles}"] / med["sdpa"], f"{worst:.1e}"])
+    return rows
+
+
 def cuda_suite(repeats: int, smoke: bool = False) -> None:
     """The GPU suite. `smoke`: the same code on CPU fp32 at tiny lengths under TRITON_INTERPRET=1, to check
     that it runs (its figures measure nothing)."""
@@ -303,6 +367,12 @@ def cuda_suite(repeats: int, smoke: bool = False) -> None:
     print(_util.header(f"{title} (bench/bench_capture.py --cuda-suite)", device,
                        f"{str(dtype).replace('torch.', '')} · random init · median of {repeats} interleaved repeats · "
                        f"triton {getattr(fused_stats.triton, '__version__', 'missing')}"), flush=True)
+    tile_rows = kernel_tile_table(device, dtype, max(repeats, 10) if not smoke else 1, smoke)
+    print("\nOne attention call (ms, causal, no padding): SDPA alone, SDPA + the torch statistics path, and the "
+          "fused statistics kernels alone per tile choice; last column: the largest relative difference of its "
+          "per-head figures from the default tiles'\n")
+    print(_util.table(["shape", "B×T", "tiles", "sdpa", "sdpa + torch stats", "fused kernels", "fused / sdpa",
+                       "vs default"], tile_rows), flush=True)
     time_rows, mem_rows, check_rows = [], [], []
     built: dict[str, tuple] = {}
     for family, B, T in suite:
