@@ -38,6 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _util  # noqa: E402
+import kernel_resources  # noqa: E402
 
 from inspector import capture  # noqa: E402
 from inspector.models import wrap  # noqa: E402
@@ -285,7 +286,7 @@ def _with_mode(mode: str, fn):
     return call
 
 
-KERNEL_TILES = [None, ((64, 64), 8), ((128, 32), 8), ((64, 32), 4), ((32, 64), 4), ((64, 64), 4)]
+KERNEL_TILES = [None] + [tuple(t) for t in kernel_resources.ALTERNATIVE_TILES]
 
 
 def kernel_tile_table(device, dtype, repeats: int, smoke: bool) -> list[list]:

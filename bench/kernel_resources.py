@@ -1,7 +1,9 @@
 """Compile the fused attention-statistics kernels for a CUDA GPU without one, and print what each takes.
 
 Triton compiles ahead of time for a named target (here sm_90, H100/H200, and sm_80, A100) with its own
-bundled ptxas, on any machine. This prints, per kernel variant and tile choice: registers per thread,
+bundled ptxas, on any machine. This prints, per input type and head width (the worst of the four mask
+variants: causal, causal with padding, bidirectional with padding, sliding window) and for other
+tiles of the benchmark's shape: registers per thread,
 spilled bytes (local memory and stack frame; 0 is what we want), shared memory, and the occupancy the registers allow
 (resident warps per SM out of 64). These are compile-time facts, not GPU measurements: timing needs
 `bench_capture.py --cuda-suite` on a real GPU.
@@ -32,6 +34,8 @@ VARIANTS = {  # name: (CAUSAL, HAS_WINDOW, HAS_KV, HAS_QV)
     "sliding window": (True, True, False, False),
 }
 _TYPES = {torch.bfloat16: "bf16", torch.float16: "fp16", torch.float32: "fp32"}
+# Other tiles for bf16, d = 64 (GPT-2, BERT, SmolLM2), timed beside the default by bench_capture.py --cuda-suite.
+ALTERNATIVE_TILES = [((128, 64), 8), ((64, 64), 8), ((64, 32), 8), ((64, 32), 4), ((32, 32), 4)]
 
 
 def _cuobjdump() -> Path:
@@ -145,25 +149,22 @@ def main() -> None:
     import triton
 
     rows = []
-    configs = [("causal", torch.bfloat16, 64, None, None)]
-    configs += [("causal", torch.bfloat16, 64, blk, w) for blk, w in (((64, 64), 4), ((128, 32), 4), ((64, 32), 4),
-                                                                     ((128, 128), 8))]
-    configs += [(v, torch.bfloat16, 64, None, None) for v in list(VARIANTS)[1:]]
-    configs += [("causal", torch.float16, 64, None, None), ("causal", torch.bfloat16, 128, None, None),
-                ("causal", torch.bfloat16, 256, None, None)]
-    configs += [(v, torch.float32, d, None, None) for d in (64, 128, 256) for v in ("causal", "sliding window")]
     for arch in (90, 80):
-        for variant, dtype, d, block, warps in configs if arch == 90 else configs[:1]:
-            r = compile_row_kernel(variant, dtype, d, block, warps, arch)
-            default = block is None
-            rows.append([f"sm_{arch}", "row figures + partials", variant, _TYPES[dtype], d,
-                         f"{r['block_m']}×{r['block_n']}" + (" (default)" if default else ""), r["warps"], r["reg"],
-                         r["local"] + r["stack"], r["shared"], occupancy(r["reg"], r["warps"])])
+        classes = [(dt, d) for dt in (torch.bfloat16, torch.float16, torch.float32) for d in (64, 128, 256)]
+        for dtype, d in classes if arch == 90 else classes[:1]:
+            worst = max((compile_row_kernel(v, dtype, d, arch=arch) for v in VARIANTS),
+                        key=lambda r: (r["local"] + r["stack"], r["reg"]))
+            rows.append([f"sm_{arch}", "row figures + partials", "worst of 4", _TYPES[dtype], d,
+                         f"{worst['block_m']}×{worst['block_n']} (default)", worst["warps"], worst["reg"],
+                         worst["local"] + worst["stack"], worst["shared"], occupancy(worst["reg"], worst["warps"])])
+        if arch == 90:
+            for block, warps in ALTERNATIVE_TILES:
+                r = compile_row_kernel("causal", torch.bfloat16, 64, block, warps, arch)
+                rows.append([f"sm_{arch}", "row figures + partials", "causal", "bf16", 64, f"{block[0]}×{block[1]}",
+                             warps, r["reg"], r["local"] + r["stack"], r["shared"], occupancy(r["reg"], warps)])
         m = compile_merge_kernel(arch)
         rows.append([f"sm_{arch}", "merge (float64)", "–", "fp32 → fp64", "–", str(fused_stats.MERGE_BLOCK_MAX),
-                     m["warps"], m["reg"],
-                     m["local"] + m["stack"],
-                     m["shared"], occupancy(m["reg"], m["warps"])])
+                     m["warps"], m["reg"], m["local"] + m["stack"], m["shared"], occupancy(m["reg"], m["warps"])])
     print(_util.header("Fused kernel resources, compiled ahead of time (bench/kernel_resources.py)", torch.device("cpu"),
                        f"triton {triton.__version__} · its bundled ptxas · compile-time figures, no GPU involved"))
     print()

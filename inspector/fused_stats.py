@@ -91,16 +91,18 @@ def can_use(query: torch.Tensor, key: torch.Tensor) -> bool:
 
 def _tiles(d: int, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> tuple[int, int, int]:
     """(BLOCK_M, BLOCK_N, num_warps). Small tiles under the interpreter (it is slow per element).
-    CUDA: the largest tiles that compile for sm_90 without spilling registers (bench/kernel_resources.py
-    prints them; tests/unit/test_fused_compile.py keeps it so). fp32 inputs take the non-tensor-core
-    "ieee" dot, which needs more registers per element."""
+
+    CUDA: the largest tiles that compile for sm_90 without spilling registers under both Triton 3.9 (this
+    project's CI) and 3.6 (what torch 2.11's CUDA build brings): bench/kernel_resources.py prints them and
+    tests/unit/test_fused_compile.py keeps it so. 128×64 spills under 3.6. fp32 inputs take the
+    non-tensor-core "ieee" dot, which needs far more registers per element. Speed per tile choice is
+    what `bench_capture.py --cuda-suite` measures first.
+    """
     if device.type != "cuda":
         return 16, 16, 1
     if dtype == torch.float32:
-        return (128, 32, 8) if d <= 128 else (32, 32, 4)
-    if d <= 64:
-        return 128, 64, 8
-    return (64, 64, 4) if d <= 128 else (64, 32, 8)
+        return (32, 32, 4) if d <= 64 else (32, 32, 8) if d <= 128 else (32, 16, 4)
+    return (128, 32, 8) if d <= 64 else (64, 32, 8)
 
 
 def _on_device(device: torch.device):
