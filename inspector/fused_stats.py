@@ -177,6 +177,8 @@ def fused_head_partials(query: torch.Tensor, key: torch.Tensor, *, scale: float,
     (`fused_kernels.PARTIALS`; moments of the scaled logits). Arguments as `fused_row_figures`; key_valid /
     query_valid int8 and first_key int32 (B,) as `_mask_parts` makes them, or None."""
     B, H, Tq, d = query.shape
+    if key_valid is not None and first_key is None:  # the sink's key: the first real one of each item
+        first_key = key_valid.to(torch.int8).argmax(dim=1).to(torch.int32)
     bm, bn, w = _tiles(d, query.device, query.dtype)
     bm, bn = block or (bm, bn)
     n_tiles = triton.cdiv(Tq, bm)
