@@ -6,7 +6,6 @@ online reductions, flash-attention style, and never writes a B·H·Tq·Tk tensor
     n   number of attended keys          lo  min z          m   max z (running)
     s1  Σ (z − m)                        s2  Σ (z − m)²
     l   Σ exp(z − m)                     ey  Σ exp(z − m)·(z − m)
-    z0, c0  z and column of the row's first attended key (for the sink figure)
 
 with z = scale·(q·k) over attended keys. When the running max moves from m to m' (δ = m − m' ≤ 0):
 Σ(z−m') = Σ(z−m) + n·δ, Σ(z−m')² = Σ(z−m)² + 2δ·Σ(z−m) + n·δ², l' = l·e^δ, ey' = e^δ·(ey + δ·l)
@@ -36,8 +35,7 @@ PARTIALS = ("n", "mean", "m2", "min", "max", "ent_sum", "rows", "frac_sum", "fra
 N_PARTIALS = len(PARTIALS)  # per (batch, head, query tile), named as the accumulator fields they fold into
 
 if tl is not None:
-    def fold_tile(z, valid, n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i, z0_i, c0_i, cols,
-                  BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
+    def fold_tile(z, valid, n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i, BLOCK_N: tl.constexpr, MASKED: tl.constexpr):
         """One key tile of scaled logits z (BLOCK_M, BLOCK_N) into the running row figures."""
         inf = float("inf")
         if MASKED:
@@ -49,16 +47,6 @@ if tl is not None:
             m_t = tl.max(z, axis=1)
             lo_t = tl.min(z, axis=1)
         lo_i = tl.minimum(lo_i, lo_t)
-        # z and column of the first attended key, for rows that had none before this tile (rare)
-        starts = (n_i == 0) & (n_t > 0)
-        if tl.max(starts.to(tl.int32), axis=0) > 0:
-            if MASKED:
-                first = tl.min(tl.where(valid, cols[None, :], 2147483647), axis=1)
-            else:
-                first = tl.zeros(c0_i.shape, tl.int32) + tl.min(cols, axis=0)
-            z_first = tl.sum(tl.where(cols[None, :] == first[:, None], z, 0.0), axis=1)
-            z0_i = tl.where(starts, z_first, z0_i)
-            c0_i = tl.where(starts, first, c0_i)
 
         m_new = tl.maximum(m_i, m_t)
         seen = n_i > 0
@@ -80,7 +68,7 @@ if tl is not None:
         l_i += tl.sum(p, axis=1)
         ey_i += tl.sum(p * y, axis=1)
         n_i += n_t
-        return n_i, m_new, lo_i, s1_i, s2_i, l_i, ey_i, z0_i, c0_i
+        return n_i, m_new, lo_i, s1_i, s2_i, l_i, ey_i
 
     def row_figures_kernel(
         q_ptr, k_ptr, out_ptr, kv_ptr, qv_ptr, first_ptr,
@@ -117,8 +105,17 @@ if tl is not None:
         s2_i = tl.zeros([BLOCK_M], tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
         ey_i = tl.zeros([BLOCK_M], tl.float32)
-        z0_i = tl.zeros([BLOCK_M], tl.float32)
-        c0_i = tl.full([BLOCK_M], -1, tl.int32)
+        # The sink figure is the probability on the item's first real key: its logit is taken from the one
+        # key tile that holds that key (a scalar test per tile, no per-row search).
+        first_key = 0
+        if HAS_KV:
+            first_key = tl.load(first_ptr + b)
+        z_first = tl.zeros([BLOCK_M], tl.float32)
+        # A row that attends any key attends the first real one (it is ≤ every key the row sees), unless a
+        # sliding window has moved past it.
+        sees_first = row_ok
+        if HAS_WINDOW:
+            sees_first = sees_first & (first_key > qpos - window)
 
         last_row = tl.minimum(m0 + BLOCK_M, Tq) - 1
         n_lo = 0
@@ -153,9 +150,11 @@ if tl is not None:
             else:
                 x = tl.dot(q, tl.trans(k))
             z = x * scale  # (BLOCK_M, BLOCK_N) float32
+            if (first_key >= n0) & (first_key < n0 + BLOCK_N):
+                z_first = tl.sum(tl.where(cols[None, :] == first_key, z, 0.0), axis=1)
             if (n0 >= full_lo) & (n0 + BLOCK_N <= full_hi):
-                n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i, z0_i, c0_i = fold_tile(
-                    z, z, n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i, z0_i, c0_i, cols, BLOCK_N, False)
+                n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i = fold_tile(
+                    z, z, n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i, BLOCK_N, False)
             else:
                 valid = row_ok[:, None] & col_in[None, :]
                 if HAS_KV:
@@ -164,15 +163,12 @@ if tl is not None:
                     valid = valid & (cols[None, :] <= qpos[:, None])
                 if HAS_WINDOW:
                     valid = valid & (cols[None, :] > qpos[:, None] - window)
-                n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i, z0_i, c0_i = fold_tile(
-                    z, valid, n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i, z0_i, c0_i, cols, BLOCK_N, True)
+                n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i = fold_tile(
+                    z, valid, n_i, m_i, lo_i, s1_i, s2_i, l_i, ey_i, BLOCK_N, True)
 
-        # The sink figure: exp(z − max) at the item's first real key, when this row attends it.
-        first_key = 0
-        if HAS_KV:
-            first_key = tl.load(first_ptr + b)
         ok = n_i > 0
-        e0_i = tl.where(ok & (c0_i == first_key), tl.exp(z0_i - tl.where(ok, m_i, 0.0)), 0.0)
+        # exp(z − max) at the item's first real key, on the rows that attend it (an item with no real key: n = 0)
+        e0_i = tl.where(ok & sees_first, tl.exp(z_first - tl.where(ok, m_i, 0.0)), 0.0)
         if ROWS_OUT:
             o = out_ptr + pid_bh.to(tl.int64) * Tq + rows
             tl.store(o, n_i, mask=row_in)
