@@ -46,11 +46,17 @@ except (ImportError, RuntimeError, OSError):  # pragma: no cover - depends on th
 def _interpreting() -> bool:
     """Whether Triton runs kernels in its interpreter. Decided when triton is first imported (its
     standard library is built then), so TRITON_INTERPRET=1 must be set before that, at process start."""
-    if triton is None:
-        return False
-    from triton.runtime.interpreter import InterpretedFunction
+    global _INTERPRETING
+    if _INTERPRETING is None:
+        if triton is None:
+            return False
+        from triton.runtime.interpreter import InterpretedFunction
 
-    return isinstance(tl.zeros, InterpretedFunction)
+        _INTERPRETING = isinstance(tl.zeros, InterpretedFunction)
+    return _INTERPRETING
+
+
+_INTERPRETING: bool | None = None  # fixed for the process once triton is imported
 
 
 def mode() -> str:
@@ -196,17 +202,21 @@ def merge_partials_fused(acc, scale: float, partials: torch.Tensor) -> None:
     _, B, H, n_tiles = partials.shape
     assert partials.dtype == torch.float32 and partials.is_contiguous()
     fields = fused_kernels.PARTIALS
-    for name in fields:  # contiguous float64 (H,) on the partials' device, updated in place
-        t = getattr(acc, name)
-        if t.dtype != torch.float64 or not t.is_contiguous() or t.device != partials.device:
-            setattr(acc, name, t.to(device=partials.device, dtype=torch.float64).contiguous())
+    tensors = [getattr(acc, name) for name in fields]
+    ready = acc.__dict__.get("_fused_ready")  # the tensors last checked: skip the checks while they stay
+    if ready is None or len(ready) != len(tensors) or any(a is not b for a, b in zip(ready, tensors)):
+        for i, (name, t) in enumerate(zip(fields, tensors)):  # contiguous float64 (H,) on the partials' device
+            if t.dtype != torch.float64 or not t.is_contiguous() or t.device != partials.device:
+                tensors[i] = t.to(device=partials.device, dtype=torch.float64).contiguous()
+                setattr(acc, name, tensors[i])
+        acc._fused_ready = tuple(tensors)
     cuda = partials.device.type == "cuda"
     R = B * n_tiles
     block = min(MERGE_BLOCK_MAX, max(32, triton.next_power_of_2(R))) if cuda else 64
     _, merge_kernel = fused_kernels.kernels(_interpreting())
     with _on_device(partials.device):
         merge_kernel[(H,)](
-            partials, *(getattr(acc, name) for name in fields),
+            partials, *tensors,
             partials.stride(0), H, n_tiles, R, 1.0 / float(scale),
             BLOCK=block, **({"num_warps": 4} if cuda else {}),
         )
