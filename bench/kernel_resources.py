@@ -87,10 +87,11 @@ GPT2_ALIGNED = ("q_ptr", "k_ptr", "out_ptr", "kv_ptr", "qv_ptr", "first_ptr", "s
 
 
 def compile_row_kernel(variant: str = "causal", dtype=torch.bfloat16, d: int = 64, block=None, warps=None,
-                       arch: int = 90, stages: int = 2, aligned=()) -> dict[str, int]:
+                       arch: int = 90, stages: int = 2, aligned=(), hist_bins: int = 0) -> dict[str, int]:
     """Compile the row-figures kernel (partials epilogue, as the capture launches it) and return its
     resources: reg, local (spilled bytes), shared, stack; plus block_m, block_n, warps.
-    `aligned`: argument names compiled as multiples of 16, as the JIT specialises them at run time."""
+    `aligned`: argument names compiled as multiples of 16, as the JIT specialises them at run time;
+    `hist_bins` > 0: the variant that also counts the row histograms (the corpus job's)."""
     import triton
 
     bm, bn, w = fused_stats._tiles(d, torch.device("cuda"), dtype)
@@ -101,7 +102,7 @@ def compile_row_kernel(variant: str = "causal", dtype=torch.bfloat16, d: int = 6
     ptr = "*" + _TYPES[dtype]
     constexprs = dict(CAUSAL=causal, HAS_WINDOW=window, HAS_KV=kv, HAS_QV=qv, BLOCK_M=bm, BLOCK_N=bn,
                       BLOCK_D=max(16, triton.next_power_of_2(d)), IEEE=dtype == torch.float32, UPCAST=False,
-                      ROWS_OUT=False)
+                      ROWS_OUT=False, HIST_BINS=hist_bins)
     signature = {}
     for name in row_kernel.arg_names:
         if name in ("q_ptr", "k_ptr"):
@@ -110,7 +111,7 @@ def compile_row_kernel(variant: str = "causal", dtype=torch.bfloat16, d: int = 6
             signature[name] = "*fp32"
         elif name in ("kv_ptr", "qv_ptr"):
             signature[name] = "*i8"
-        elif name == "first_ptr":
+        elif name in ("first_ptr", "hist_ptr"):
             signature[name] = "*i32"
         elif name == "scale":
             signature[name] = "fp32"
@@ -120,11 +121,15 @@ def compile_row_kernel(variant: str = "causal", dtype=torch.bfloat16, d: int = 6
     return dict(_resources(compiled.asm["cubin"]), block_m=bm, block_n=bn, warps=warps)
 
 
-def compile_merge_kernel(arch: int = 90, block: int = fused_stats.MERGE_BLOCK_MAX) -> dict[str, int]:
+def compile_merge_kernel(arch: int = 90, block: int = fused_stats.MERGE_BLOCK_MAX, hist_bins: int = 0) -> dict[str, int]:
+    import triton
+
     _, merge_kernel = fused_kernels.kernels(False)
-    signature = {name: ("*fp32" if name == "part_ptr" else "*fp64" if name.startswith("acc_") else
-                        "fp64" if name == "inv_scale" else "i32") for name in merge_kernel.arg_names if name != "BLOCK"}
-    compiled = _compile(merge_kernel, signature, {"BLOCK": block}, arch, 4, 1)
+    constexprs = {"BLOCK": block, "HIST_BINS": hist_bins, "HIST_P2": triton.next_power_of_2(max(hist_bins, 1))}
+    signature = {name: ("*fp32" if name == "part_ptr" else "*i32" if name == "hist_ptr" else
+                        "*fp64" if name.startswith("acc_") else "fp64" if name == "inv_scale" else "i32")
+                 for name in merge_kernel.arg_names if name not in constexprs}
+    compiled = _compile(merge_kernel, signature, constexprs, arch, 4, 1)
     return dict(_resources(compiled.asm["cubin"]), warps=4)
 
 

@@ -319,9 +319,8 @@ class _Collector:
         acc = self.acc.setdefault(layer, _Accumulator(H, query.device, self.options.row_histogram_bins))
         keep_probs = layer in self.options.keep_probs_layers
         keep_scores = layer in self.options.keep_scores_layers
-        # Row histograms, kept tensors, distance profiles and softcapping need the torch path.
-        torch_only = (keep_probs or keep_scores or self.options.distance_profile or softcap is not None
-                      or self.options.row_histogram_bins)
+        # Kept tensors, distance profiles and softcapping need the torch path (row histograms do not).
+        torch_only = keep_probs or keep_scores or self.options.distance_profile or softcap is not None
         if not torch_only:  # fused Triton kernels over all rows (CUDA; see fused_stats)
             from inspector import fused_stats
 

@@ -20,7 +20,8 @@ Key tiles outside the causal / window band are not visited at all.
 With ROWS_OUT the kernel writes the 8 per-row figures of `capture._Collector._row_reductions` (the
 reference the tests compare against). Without it, the epilogue folds its BLOCK_M rows in registers
 (float32; the moments by Chan et al.: the tile's mean first, then Σ m2 + n·(mean_row − mean)²) into
-11 per-tile partials, so only B·H·⌈Tq/BLOCK_M⌉·11 floats leave the kernel.
+11 per-tile partials, so only B·H·⌈Tq/BLOCK_M⌉·11 floats leave the kernel; with HIST_BINS it also
+counts each row's entropy fraction and largest probability into per-head bins (int32 atomics).
 
 `merge_partials_kernel`: one program per head merges those partials in float64 (two passes: the
 head's mean, then the second moment about it) straight into the `capture._Accumulator` tensors.
@@ -71,13 +72,13 @@ if tl is not None:
         return n_i, m_new, lo_i, s1_i, s2_i, l_i, ey_i
 
     def row_figures_kernel(
-        q_ptr, k_ptr, out_ptr, kv_ptr, qv_ptr, first_ptr,
+        q_ptr, k_ptr, out_ptr, kv_ptr, qv_ptr, first_ptr, hist_ptr,
         stride_qb, stride_qh, stride_qm, stride_qd,
         stride_kb, stride_kh, stride_kn, stride_kd,
         H, Tq, Tk, D, group, offset, window, scale, fig_stride, n_tiles,
         CAUSAL: tl.constexpr, HAS_WINDOW: tl.constexpr, HAS_KV: tl.constexpr, HAS_QV: tl.constexpr,
         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr, IEEE: tl.constexpr,
-        UPCAST: tl.constexpr, ROWS_OUT: tl.constexpr,
+        UPCAST: tl.constexpr, ROWS_OUT: tl.constexpr, HIST_BINS: tl.constexpr,
     ):
         pid_bh = tl.program_id(0)  # B·H on axis 0 (up to 2³¹ programs), query tiles on axis 1
         pid_m = tl.program_id(1)
@@ -193,6 +194,12 @@ if tl is not None:
             ent_r = (tl.log(safe_l) - ey_i / safe_l) * okf  # H = log Σe − Σ e·y / Σe
             multi = n_i >= 2
             frac_r = tl.where(multi, ent_r / tl.log(tl.maximum(n_i, 2.0)), 0.0)
+            if HIST_BINS > 0:  # row counts per head in equal bins on [0, 1], as `_Accumulator.add_row_histograms`
+                f_bin = tl.minimum((tl.minimum(tl.maximum(frac_r, 0.0), 1.0) * HIST_BINS).to(tl.int32), HIST_BINS - 1)
+                tl.atomic_add(hist_ptr + h * HIST_BINS + f_bin, 1, mask=row_in & multi)
+                maxp_r = tl.where(ok, 1.0 / safe_l, 0.0)
+                p_bin = tl.minimum((tl.minimum(tl.maximum(maxp_r, 0.0), 1.0) * HIST_BINS).to(tl.int32), HIST_BINS - 1)
+                tl.atomic_add(hist_ptr + (H + h) * HIST_BINS + p_bin, 1, mask=row_in & ok)
             o = out_ptr + pid_bh.to(tl.int64) * n_tiles + pid_m
             tl.store(o, n_t)
             tl.store(o + fig_stride, mean_t)
@@ -208,8 +215,8 @@ if tl is not None:
 
     def merge_partials_kernel(
         part_ptr, acc_n, acc_mean, acc_m2, acc_min, acc_max, acc_ent, acc_rows, acc_frac, acc_frac_rows,
-        acc_maxp, acc_sink, fig_stride, H, n_tiles, R, inv_scale,
-        BLOCK: tl.constexpr,
+        acc_maxp, acc_sink, hist_ptr, acc_hist_frac, acc_hist_maxp, fig_stride, H, n_tiles, R, inv_scale,
+        BLOCK: tl.constexpr, HIST_BINS: tl.constexpr, HIST_P2: tl.constexpr,
     ):
         """One program per head: the R = B·n_tiles partials of head h, merged in float64 and folded into
         the accumulator in place (as `_Accumulator.add_moments` and `_merge_rows` do)."""
@@ -270,6 +277,14 @@ if tl is not None:
         tl.store(acc_frac_rows + h, tl.load(acc_frac_rows + h) + tl.sum(frac_rows, axis=0))
         tl.store(acc_maxp + h, tl.load(acc_maxp + h) + tl.sum(maxp, axis=0))
         tl.store(acc_sink + h, tl.load(acc_sink + h) + tl.sum(sink, axis=0))
+        if HIST_BINS > 0:  # this call's int32 row counts into the float64 histograms
+            bins = tl.arange(0, HIST_P2)
+            inb = bins < HIST_BINS
+            at = h * HIST_BINS + bins
+            tl.store(acc_hist_frac + at, tl.load(acc_hist_frac + at, mask=inb, other=0.0)
+                     + tl.load(hist_ptr + at, mask=inb, other=0).to(tl.float64), mask=inb)
+            tl.store(acc_hist_maxp + at, tl.load(acc_hist_maxp + at, mask=inb, other=0.0)
+                     + tl.load(hist_ptr + H * HIST_BINS + at, mask=inb, other=0).to(tl.float64), mask=inb)
 
 
 _RAW = {"fold_tile": fold_tile, "row_figures_kernel": row_figures_kernel,

@@ -6,7 +6,9 @@ tile of query rows of one (batch, head) in registers and walks the key tiles wit
 (running max with rescaling, as flash attention does for the softmax), so no B·H·Tq·Tk tensor is
 ever written. Its epilogue folds the tile's rows into 11 per-tile partials, and a second small kernel
 merges those per head in float64 into the accumulator: two launches per layer instead of about fifty
-small torch ops. The figures are those of `capture._Collector._row_reductions` / `_merge_rows`
+small torch ops. The corpus job's row histograms (entropy fraction, largest probability) are counted
+in the same kernel. Kept probability / score tensors, distance profiles and softcapped logits still
+take the torch path. The figures are those of `capture._Collector._row_reductions` / `_merge_rows`
 (`fused_row_figures` returns the per-row ones, for the tests).
 
 The mask is described, not materialised: causal (query i sees keys ≤ i + Tk − Tq), per-batch key
@@ -118,7 +120,7 @@ def _on_device(device: torch.device):
 
 
 def _launch(query, key, out, *, scale, causal, key_valid, query_valid, first_key, sliding_window, rows_out,
-            n_tiles, block, warps):
+            n_tiles, block, warps, hist=None):
     B, H, Tq, d = query.shape
     H_kv, Tk = key.shape[1], key.shape[2]
     if H % H_kv:
@@ -127,19 +129,20 @@ def _launch(query, key, out, *, scale, causal, key_valid, query_valid, first_key
     kv = key_valid if key_valid is not None else out  # an unused pointer when the mask has no such part
     qv = query_valid if query_valid is not None else out
     fk = first_key if first_key is not None else out
+    hp = hist if hist is not None else out
     window = int(sliding_window) if sliding_window is not None else 0
     launch = {"num_warps": warps, "num_stages": 2} if query.device.type == "cuda" else {}
     row_kernel, _ = fused_kernels.kernels(_interpreting())
     with _on_device(query.device):
         row_kernel[(B * H, n_tiles)](
-            query, key, out, kv, qv, fk,
+            query, key, out, kv, qv, fk, hp,
             *query.stride(), *key.stride(),
             H, Tq, Tk, d, H // H_kv, Tk - Tq, window, float(scale), out.stride(0), n_tiles,
             CAUSAL=bool(causal) and Tq > 1, HAS_WINDOW=sliding_window is not None,
             HAS_KV=key_valid is not None, HAS_QV=query_valid is not None,
             BLOCK_M=bm, BLOCK_N=bn, BLOCK_D=max(16, triton.next_power_of_2(d)),
             IEEE=query.dtype == torch.float32, UPCAST=query.dtype == torch.bfloat16 and _interpreting(),
-            ROWS_OUT=rows_out, **launch,
+            ROWS_OUT=rows_out, HIST_BINS=hist.shape[-1] if hist is not None else 0, **launch,
         )
 
 
@@ -178,10 +181,13 @@ def fused_row_figures(query: torch.Tensor, key: torch.Tensor, *, scale: float, c
 def fused_head_partials(query: torch.Tensor, key: torch.Tensor, *, scale: float, causal: bool,
                         key_valid: torch.Tensor | None = None, query_valid: torch.Tensor | None = None,
                         first_key: torch.Tensor | None = None, sliding_window: int | None = None,
-                        block: tuple[int, int] | None = None, warps: int | None = None) -> torch.Tensor:
+                        block: tuple[int, int] | None = None, warps: int | None = None,
+                        hist: torch.Tensor | None = None) -> torch.Tensor:
     """float32 (11, B, H, ⌈Tq/BLOCK_M⌉): each query tile's rows folded into the accumulator's figures
     (`fused_kernels.PARTIALS`; moments of the scaled logits). Arguments as `fused_row_figures`; key_valid /
-    query_valid int8 and first_key int32 (B,) as `_mask_parts` makes them, or None."""
+    query_valid int8 and first_key int32 (B,) as `_mask_parts` makes them, or None. `hist`: a zeroed
+    int32 (2, H, bins) tensor that receives the row counts of the entropy-fraction and max-probability
+    histograms (`_Accumulator.add_row_histograms`)."""
     B, H, Tq, d = query.shape
     if key_valid is not None and first_key is None:  # the sink's key: the first real one of each item
         first_key = key_valid.to(torch.int8).argmax(dim=1).to(torch.int32)
@@ -192,20 +198,22 @@ def fused_head_partials(query: torch.Tensor, key: torch.Tensor, *, scale: float,
     if B * H * Tq:
         _launch(query, key, out, scale=scale, causal=causal, key_valid=key_valid, query_valid=query_valid,
                 first_key=first_key, sliding_window=sliding_window, rows_out=False, n_tiles=n_tiles,
-                block=(bm, bn), warps=warps or w)
+                block=(bm, bn), warps=warps or w, hist=hist)
     return out
 
 
-def merge_partials_fused(acc, scale: float, partials: torch.Tensor) -> None:
-    """Fold `fused_head_partials` into the `_Accumulator` tensors in place, in one launch (float64,
-    one program per head), as `capture._Collector._merge_rows` does with per-row figures."""
+def merge_partials_fused(acc, scale: float, partials: torch.Tensor, hist: torch.Tensor | None = None) -> None:
+    """Fold `fused_head_partials` (and its row-count `hist`, if any) into the `_Accumulator` tensors in
+    place, in one launch (float64, one program per head), as `capture._Collector._merge_rows` does with
+    per-row figures."""
     _, B, H, n_tiles = partials.shape
     assert partials.dtype == torch.float32 and partials.is_contiguous()
-    fields = fused_kernels.PARTIALS
+    bins = hist.shape[-1] if hist is not None else 0
+    fields = fused_kernels.PARTIALS + (("hist_frac", "hist_maxp") if bins else ())
     tensors = [getattr(acc, name) for name in fields]
     ready = acc.__dict__.get("_fused_ready")  # the tensors last checked: skip the checks while they stay
     if ready is None or len(ready) != len(tensors) or any(a is not b for a, b in zip(ready, tensors)):
-        for i, (name, t) in enumerate(zip(fields, tensors)):  # contiguous float64 (H,) on the partials' device
+        for i, (name, t) in enumerate(zip(fields, tensors)):  # contiguous float64 on the partials' device
             if t.dtype != torch.float64 or not t.is_contiguous() or t.device != partials.device:
                 tensors[i] = t.to(device=partials.device, dtype=torch.float64).contiguous()
                 setattr(acc, name, tensors[i])
@@ -216,9 +224,11 @@ def merge_partials_fused(acc, scale: float, partials: torch.Tensor) -> None:
     _, merge_kernel = fused_kernels.kernels(_interpreting())
     with _on_device(partials.device):
         merge_kernel[(H,)](
-            partials, *tensors,
+            partials, *tensors[:len(fused_kernels.PARTIALS)],
+            hist if bins else partials, *(tensors[-2:] if bins else (partials, partials)),
             partials.stride(0), H, n_tiles, R, 1.0 / float(scale),
-            BLOCK=block, **({"num_warps": 4} if cuda else {}),
+            BLOCK=block, HIST_BINS=bins, HIST_P2=triton.next_power_of_2(max(bins, 1)),
+            **({"num_warps": 4} if cuda else {}),
         )
 
 
@@ -274,10 +284,12 @@ def observe(collector, module, query, key, attention_mask, scale: float, causal:
     if _failed is not None and mode() == "auto":
         return False
     try:
-        partials = head_partials_for_call(collector, module, query, key, attention_mask, scale, causal)
+        bins = int(getattr(acc, "hist_bins", 0))
+        hist = torch.zeros(2, query.shape[1], bins, dtype=torch.int32, device=query.device) if bins else None
+        partials = head_partials_for_call(collector, module, query, key, attention_mask, scale, causal, hist)
         if partials is None:
             return False
-        merge_partials_fused(acc, scale, partials)
+        merge_partials_fused(acc, scale, partials, hist)
     except InspectorError:
         raise
     except Exception as err:  # a kernel that does not compile or launch on this GPU / Triton
@@ -306,7 +318,7 @@ def _launch_parts(described, device):
     return is_causal, kv, qv, first, window
 
 
-def head_partials_for_call(collector, module, query, key, attention_mask, scale: float, causal: bool):
+def head_partials_for_call(collector, module, query, key, attention_mask, scale: float, causal: bool, hist=None):
     """The per-tile partials of one attention call from the fused kernel, or None (use the torch path).
 
     `collector` supplies the torch path's mask (`_valid_mask`) and a per-forward cache, so the mask is
@@ -336,7 +348,7 @@ def head_partials_for_call(collector, module, query, key, attention_mask, scale:
         return None
     is_causal, kv, qv, first, window = parts
     return fused_head_partials(query, key, scale=scale, causal=is_causal, key_valid=kv, query_valid=qv,
-                               first_key=first, sliding_window=window)
+                               first_key=first, sliding_window=window, hist=hist)
 
 
 __all__ = ["ENV", "can_use", "describe_mask", "fused_head_partials", "fused_row_figures", "head_partials_for_call",

@@ -48,6 +48,15 @@ def test_merge_kernel_compiles_for_sm90():
     assert r["local"] == 0 and 0 < r["reg"] <= 255, r
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_histogram_variants_compile_for_sm90_without_spills(dtype):
+    """The corpus job's variant: the row kernel also counts rows into 10 bins with int32 atomics."""
+    r = kernel_resources.compile_row_kernel("causal, padded", dtype, 64, arch=90, hist_bins=10)
+    assert r["local"] == 0 and r["stack"] == 0 and 0 < r["reg"] <= 255, r
+    m = kernel_resources.compile_merge_kernel(arch=90, hist_bins=10)
+    assert m["local"] == 0 and m["stack"] == 0, m
+
+
 def test_occupancy_arithmetic():
     """Hand-worked: 244 registers → 7,808 per warp rounded up to 8,192; 65,536 / (8,192 × 8 warps) = 1 block."""
     assert kernel_resources.occupancy(244, 8) == 8

@@ -91,3 +91,24 @@ def test_capture_run_on_cuda_fused_equals_torch_path(padding, monkeypatch):
         np.testing.assert_allclose(getattr(on.attention, name), getattr(off.attention, name), rtol=1e-4, atol=1e-6,
                                    err_msg=name)
     assert torch.equal(on.logits, off.logits)  # the kernels only read q and k
+
+
+def test_row_histograms_on_cuda_equal_torch_path(monkeypatch):
+    """The corpus job's row histograms through the compiled atomics (left padding, 10 bins)."""
+    model, tok = tiny_gpt2_model(seed=2, init_range=0.4)
+    lm = wrap(model.to(CUDA), tok)
+    batch = {k: v.to(CUDA) for k, v in encode_batch(lm, TEXTS, padding_side="left").items()}
+    options = capture.CaptureOptions(logits=False, row_histogram_bins=10)
+
+    def moments():
+        with torch.no_grad(), capture.capture(lm, options, batch["attention_mask"]) as col:
+            lm.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        return capture.moments(col)
+
+    monkeypatch.setenv(fused_stats.ENV, "off")
+    off = moments()
+    monkeypatch.setenv(fused_stats.ENV, "on")
+    on = moments()
+    for name in ("hist_entropy_fraction", "hist_max_prob"):
+        np.testing.assert_array_equal(getattr(on, name), getattr(off, name), err_msg=name)
+    np.testing.assert_allclose(on.ent_sum, off.ent_sum, rtol=1e-5)

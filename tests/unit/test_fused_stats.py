@@ -348,3 +348,34 @@ def test_sliding_window_model_uses_fused_path(monkeypatch, kernel_calls):
     on = stats()
     assert len(kernel_calls) == 2 and all(c["sliding_window"] == 4 for c in kernel_calls)
     _stats_equal(on, off)
+
+
+@pytest.mark.parametrize("padding", ["none", "left"])
+def test_row_histograms_come_from_the_fused_path(padding, monkeypatch, kernel_calls):
+    """The corpus job's row histograms (entropy fraction, largest probability; 10 bins): counted by the
+    fused kernels' atomics, equal to the torch path's counts, and the moments still equal."""
+    model, tok = tiny_gpt2_model(seed=2, init_range=0.4)
+    lm = wrap(model, tok)
+    batch = encode_batch(lm, TEXTS[:1]) if padding == "none" else encode_batch(lm, TEXTS, padding_side="left")
+    options = capture.CaptureOptions(logits=False, row_histogram_bins=10)
+
+    def moments():
+        with torch.no_grad(), capture.capture(lm, options, batch["attention_mask"]) as col:
+            model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], use_cache=False)
+        return capture.moments(col)
+
+    monkeypatch.setenv(fused_stats.ENV, "off")
+    off = moments()
+    assert not kernel_calls
+    monkeypatch.setenv(fused_stats.ENV, "on")
+    on = moments()
+    assert len(kernel_calls) == lm.n_layers and all(c["hist"] is not None for c in kernel_calls)
+    rows = int(batch["attention_mask"].sum()) * lm.n_heads
+    for name in ("hist_entropy_fraction", "hist_max_prob"):
+        a, b = getattr(on, name), getattr(off, name)
+        assert a.shape == (lm.n_layers, lm.n_heads, 10) and a.sum() > 0
+        np.testing.assert_array_equal(a, b, err_msg=name)
+    assert on.hist_max_prob[0].sum() == rows  # every real row counted once per head
+    np.testing.assert_array_equal(on.count, off.count)
+    for name in ("mean", "m2", "ent_sum", "maxp_sum", "sink_sum"):
+        np.testing.assert_allclose(getattr(on, name), getattr(off, name), rtol=1e-5, atol=1e-9, err_msg=name)
