@@ -19,7 +19,8 @@ if not (torch.cuda.is_available() or fused_stats._interpreting()):
     pytest.skip("no CUDA GPU", allow_module_level=True)
 
 from conftest import tiny_gpt2_model  # noqa: E402
-from test_fused_stats import CASES, MERGE_CASES, NAMES, TEXTS, _first_key, _mask, _padding, _torch_rows  # noqa: E402
+from test_fused_stats import (CASES, MERGE_CASES, NAMES, TEXTS, _first_key, _mask, _padding,  # noqa: E402
+                              _torch_rows, case_inputs)
 
 from inspector.inputs import encode_batch  # noqa: E402
 from inspector.models import wrap  # noqa: E402
@@ -34,11 +35,7 @@ def fused_on(monkeypatch):
 
 @pytest.mark.parametrize("B, H, Hkv, Tq, Tk, d, causal, padding, window, dtype", CASES)
 def test_row_figures_on_cuda_match_torch_path(B, H, Hkv, Tq, Tk, d, causal, padding, window, dtype):
-    g = torch.Generator().manual_seed(Tq * 7 + d)
-    q = (torch.randn(B, H, Tq, d, generator=g) * 1.5).to(dtype)
-    k = (torch.randn(B, Hkv, Tk, d, generator=g) * 1.5).to(dtype)
-    key_valid = _padding(B, Tk, "right" if padding == "keys" else padding)
-    query_valid = key_valid[:, Tk - Tq:] if key_valid is not None and padding != "keys" else None
+    q, k, key_valid, query_valid = case_inputs(B, H, Hkv, Tq, Tk, d, padding, dtype)
     scale = 1 / math.sqrt(d)
     got = fused_stats.fused_row_figures(q.to(CUDA), k.to(CUDA), scale=scale, causal=causal,
                                         key_valid=None if key_valid is None else key_valid.to(CUDA),

@@ -134,13 +134,19 @@ CASES = [  # B, H, H_kv, Tq, Tk, d, causal, padding, window, dtype
 ]
 
 
-@pytest.mark.parametrize("B, H, Hkv, Tq, Tk, d, causal, padding, window, dtype", CASES)
-def test_kernel_matches_torch_path_and_float64(B, H, Hkv, Tq, Tk, d, causal, padding, window, dtype):
+def case_inputs(B, H, Hkv, Tq, Tk, d, padding, dtype):
+    """q, k, key validity, query validity of one CASES row ("keys": padded keys, every query valid)."""
     g = torch.Generator().manual_seed(Tq * 7 + d)
     q = (torch.randn(B, H, Tq, d, generator=g) * 1.5).to(dtype)
     k = (torch.randn(B, Hkv, Tk, d, generator=g) * 1.5).to(dtype)
     key_valid = _padding(B, Tk, "right" if padding == "keys" else padding)
     query_valid = key_valid[:, Tk - Tq:] if key_valid is not None and padding != "keys" else None
+    return q, k, key_valid, query_valid
+
+
+@pytest.mark.parametrize("B, H, Hkv, Tq, Tk, d, causal, padding, window, dtype", CASES)
+def test_kernel_matches_torch_path_and_float64(B, H, Hkv, Tq, Tk, d, causal, padding, window, dtype):
+    q, k, key_valid, query_valid = case_inputs(B, H, Hkv, Tq, Tk, d, padding, dtype)
     scale = 1 / math.sqrt(d)
     valid = _mask(B, Tq, Tk, causal, key_valid, query_valid, window)
     got = fused_stats.fused_row_figures(q, k, scale=scale, causal=causal, key_valid=key_valid,
