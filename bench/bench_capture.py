@@ -183,12 +183,29 @@ def agreement(family, lm, eager, batch) -> dict[str, float]:
 # --------------------------------------------------------------------------- one attention call
 
 
+class _Layer(torch.nn.Module):
+    """What inspector's attention function reads from the attention module of layer 0."""
+    layer_idx, is_causal = 0, True
+
+    def __init__(self, kv_groups: int = 1):
+        super().__init__()
+        self.num_key_value_groups = kv_groups  # what transformers' SDPA wrapper repeats the key heads by
+
+
+def _call_with_stats(module, q, k, v, scale: float):
+    """One causal attention call through inspector's attention function with a collector active (the
+    statistics path the INSPECTOR_FUSED_STATS mode selects)."""
+    collector = capture._Collector(1, q.shape[1], capture.CaptureOptions(), None)
+    token = capture._active_collector.set(collector)
+    try:
+        return capture._inspector_attention(module, q, k, v, None, scaling=scale, is_causal=True)
+    finally:
+        capture._active_collector.reset(token)
+
+
 def attention_call_table(device, dtype, quick: bool, repeats: int) -> list[list]:
     """One attention call of GPT-2-small shape (12 heads × 64): SDPA alone vs SDPA + the collector's statistics."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-    class _Layer(torch.nn.Module):
-        layer_idx, is_causal = 0, True
 
     module = _Layer()
     if device.type == "cuda":
@@ -203,15 +220,8 @@ def attention_call_table(device, dtype, quick: bool, repeats: int) -> list[list]
         def sdpa():
             return sdpa_attention_forward(module, q, k, v, None, scaling=0.125, is_causal=True)
 
-        def with_stats():
-            collector = capture._Collector(1, 12, capture.CaptureOptions(), None)
-            token = capture._active_collector.set(collector)
-            try:
-                return capture._inspector_attention(module, q, k, v, None, scaling=0.125, is_causal=True)
-            finally:
-                capture._active_collector.reset(token)
-
-        med = _util.interleaved_medians({"sdpa": sdpa, "stats": with_stats}, device, max(repeats, 5))
+        med = _util.interleaved_medians({"sdpa": sdpa, "stats": lambda: _call_with_stats(module, q, k, v, 0.125)},
+                                        device, max(repeats, 5))
         rows.append([f"{B}×{T}", med["sdpa"] * 1e3, med["stats"] * 1e3, med["stats"] / med["sdpa"],
                      (med["stats"] - med["sdpa"]) * 1e3 * 12])
     return rows
@@ -297,9 +307,6 @@ def kernel_tile_table(device, dtype, repeats: int, smoke: bool) -> list[list]:
 
     from inspector import fused_stats
 
-    class _Layer(torch.nn.Module):
-        layer_idx, is_causal = 0, True
-
     shapes = [("GPT-2-small", 2, 16, 12, 12, 64), ("SmolLM2 (GQA 9/3)", 2, 16, 9, 3, 64)] if smoke else \
         [("GPT-2-small", 8, 1024, 12, 12, 64), ("SmolLM2 (GQA 9/3)", 8, 1024, 9, 3, 64),
          ("GPT-2-small", 1, 1024, 12, 12, 64)]
@@ -309,19 +316,13 @@ def kernel_tile_table(device, dtype, repeats: int, smoke: bool) -> list[list]:
         q = torch.randn(B, H, T, d, generator=g).to(device, dtype)
         k, v = (torch.randn(B, Hkv, T, d, generator=g).to(device, dtype) for _ in range(2))
         scale = 1 / math.sqrt(d)
-        module = _Layer()
-        module.num_key_value_groups = H // Hkv  # what transformers' SDPA wrapper repeats the key heads by
+        module = _Layer(H // Hkv)
 
         def sdpa():
             return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=Hkv != H)
 
         def torch_stats():
-            collector = capture._Collector(1, H, capture.CaptureOptions(), None)
-            token = capture._active_collector.set(collector)
-            try:
-                return capture._inspector_attention(module, q, k, v, None, scaling=scale, is_causal=True)
-            finally:
-                capture._active_collector.reset(token)
+            return _call_with_stats(module, q, k, v, scale)
 
         accs = {}
 

@@ -146,12 +146,16 @@ def _launch(query, key, out, *, scale, causal, key_valid, query_valid, first_key
         )
 
 
+def _first_key(key_valid: torch.Tensor) -> torch.Tensor:
+    """int32 (B,): each item's first real key, the sink's (0 for an item with no key)."""
+    return key_valid.to(torch.int8).argmax(dim=1).to(torch.int32)
+
+
 def _mask_parts(key_valid, query_valid, device):
     """int8 key/query validity (None where absent) and the int32 first real key of each item."""
     kv = key_valid.to(device=device, dtype=torch.int8).contiguous() if key_valid is not None else None
     qv = query_valid.to(device=device, dtype=torch.int8).contiguous() if query_valid is not None else None
-    first = kv.argmax(dim=1).to(torch.int32) if kv is not None else None  # 0 for an item with no key
-    return kv, qv, first
+    return kv, qv, (_first_key(kv) if kv is not None else None)
 
 
 def fused_row_figures(query: torch.Tensor, key: torch.Tensor, *, scale: float, causal: bool,
@@ -189,8 +193,8 @@ def fused_head_partials(query: torch.Tensor, key: torch.Tensor, *, scale: float,
     int32 (2, H, bins) tensor that receives the row counts of the entropy-fraction and max-probability
     histograms (`_Accumulator.add_row_histograms`)."""
     B, H, Tq, d = query.shape
-    if key_valid is not None and first_key is None:  # the sink's key: the first real one of each item
-        first_key = key_valid.to(torch.int8).argmax(dim=1).to(torch.int32)
+    if key_valid is not None and first_key is None:
+        first_key = _first_key(key_valid)
     bm, bn, w = _tiles(d, query.device, query.dtype)
     bm, bn = block or (bm, bn)
     n_tiles = triton.cdiv(Tq, bm)
